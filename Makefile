@@ -1,0 +1,36 @@
+# make test    : create .venv if missing, install labkit[dev], run unit + notebook tests
+# make report  : the same set-up, then run the notebooks into reports/$(PROFILE)/
+# make bench   : the benchmark table (benchmarks/run)
+PROFILE ?= cpu
+ONLY    ?=
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+
+# Real data for development and CI lies in ../shared/data when it exists.
+ifneq ($(wildcard ../shared/data),)
+export LABKIT_DATA ?= $(abspath ../shared/data)
+endif
+ifneq ($(wildcard ../shared/data/cifar10-images/train),)
+export LABKIT_CIFAR10_FOLDER ?= $(abspath ../shared/data/cifar10-images)
+endif
+
+.PHONY: test report bench clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+test: $(VENV)/.installed
+	$(PY) -m pytest tests
+
+report: $(VENV)/.installed
+	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run.py
+
+clean-venv:
+	rm -rf $(VENV)

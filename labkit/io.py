@@ -1,0 +1,74 @@
+"""Safe files: atomic writes and checksummed cache entries.
+
+Every file labkit writes goes to a temporary name in the same folder, is
+flushed to disk, then moved into place with ``os.replace``: a crash leaves the
+previous file (or nothing), never half a file.
+
+Cache entries (trained models, decoded image trees) carry a sha256 of their
+payload; :func:`load_verified` returns None for a missing, truncated or corrupt
+entry so the caller rebuilds it instead of silently using it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+MAGIC = b"LABKIT1\n"
+
+
+def atomic_write_bytes(data: bytes, path: Path | str) -> Path:
+    """Write `data` to `path` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(text: str, path: Path | str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    return atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_save(obj, path: Path | str) -> Path:
+    """torch.save `obj` to `path` atomically, with a sha256 of the payload in a header."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    return atomic_write_bytes(header + payload, path)
+
+
+def load_verified(path: Path | str):
+    """The object saved by :func:`atomic_save` at `path`, or None when the file
+    is missing, truncated or does not match its checksum (a warning says which)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    raw = path.read_bytes()
+    head = len(MAGIC) + 65
+    ok = raw.startswith(MAGIC) and len(raw) > head
+    if ok:
+        digest, payload = raw[len(MAGIC):head - 1].decode(errors="replace"), raw[head:]
+        ok = hashlib.sha256(payload).hexdigest() == digest
+    if not ok:
+        warnings.warn(f"cache entry {path} is corrupt or truncated (checksum mismatch); rebuilding it")
+        return None
+    return torch.load(io.BytesIO(payload), weights_only=False)

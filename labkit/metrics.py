@@ -1,0 +1,147 @@
+"""What a pruned model costs: counts, sparsity, size, MACs, latency.
+
+Size accounting (MiB = 2**20 bytes, 32-bit values, int32 indices):
+
+| field        | meaning                                                         |
+|--------------|-----------------------------------------------------------------|
+| dense_mib    | parameters of the ORIGINAL architecture x 4 bytes               |
+| nonzero_mib  | nonzero parameters x 4 bytes (no indices: a lower bound)        |
+| csr_mib      | counted weights in CSR (values + column indices + row pointers) |
+| bitmask_mib  | counted weights as nonzero values + a 1-bit mask                |
+| gzip_mib     | bytes of the gzipped saved state dict (masks excluded)          |
+| physical_mib | parameters of THIS model x 4 bytes (smaller after structured    |
+|              | pruning; equal to dense_mib for a masked model)                 |
+
+In csr/bitmask the other tensors (biases, norms) are stored dense.
+MACs come from torch.utils.flop_counter (FLOPs / 2); nonzero MACs scale each
+Conv/Linear layer's MACs by the density of its weight.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import math
+
+import torch
+from torch import nn
+
+from torch.utils.flop_counter import FlopCounterMode
+
+from .prune.masks import prunable, weight_state
+
+MIB = 2 ** 20
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameters (weights, biases, norm scales)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Nonzero parameters."""
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
+def layer_table(model: nn.Module) -> list[dict]:
+    """One dict per Conv/Linear layer: name, shape, params, zeros, sparsity."""
+    rows = []
+    for name, m in prunable(model).items():
+        n, z = m.weight.numel(), int((m.weight == 0).sum())
+        rows.append(dict(layer=name, shape=tuple(m.weight.shape), params=n, zeros=z, sparsity=z / n))
+    return rows
+
+
+def sparsity(model: nn.Module) -> float:
+    """Global sparsity: zeros / elements over all counted (Conv/Linear) weights."""
+    rows = layer_table(model)
+    return sum(r["zeros"] for r in rows) / max(1, sum(r["params"] for r in rows))
+
+
+def _csr_bytes(w: torch.Tensor) -> int:
+    rows = w.shape[0]
+    nnz = int(torch.count_nonzero(w))
+    return nnz * 4 + nnz * 4 + (rows + 1) * 4
+
+
+def _bitmask_bytes(w: torch.Tensor) -> int:
+    return int(torch.count_nonzero(w)) * 4 + math.ceil(w.numel() / 8)
+
+
+def gzip_bytes(model: nn.Module) -> int:
+    """Bytes of the gzipped torch.save of the state dict (without mask buffers)."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in weight_state(model).items()}, buf)
+    return len(gzip.compress(buf.getvalue(), compresslevel=6))
+
+
+def size_table(model: nn.Module, reference: nn.Module | None = None) -> dict:
+    """The size fields (MiB) of `model`; `reference` is the original dense
+    architecture when `model` is a structurally smaller one."""
+    counted = {id(m.weight) for m in prunable(model).values()}
+    other = sum(p.numel() for p in model.parameters() if id(p) not in counted) * 4
+    weights = [m.weight.detach() for m in prunable(model).values()]
+    return dict(
+        dense_mib=count_params(reference if reference is not None else model) * 4 / MIB,
+        nonzero_mib=count_nonzero(model) * 4 / MIB,
+        csr_mib=(other + sum(_csr_bytes(w) for w in weights)) / MIB,
+        bitmask_mib=(other + sum(_bitmask_bytes(w) for w in weights)) / MIB,
+        gzip_mib=gzip_bytes(model) / MIB,
+        physical_mib=count_params(model) * 4 / MIB,
+    )
+
+
+@torch.no_grad()
+def macs(model: nn.Module, input_shape: tuple) -> dict:
+    """Multiply-accumulates of one forward pass of a (1, *input_shape) input:
+    {'macs': dense MACs, 'nonzero_macs': MACs with zero weights skipped}."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x = torch.zeros((1, *input_shape), device=device)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    counts = counter.get_flop_counts()
+    total = counter.get_total_flops() / 2
+    prefix = type(model).__name__
+    skipped = 0.0
+    for name, m in prunable(model).items():
+        layer_macs = sum(counts.get(f"{prefix}.{name}", {}).values()) / 2
+        density = float(torch.count_nonzero(m.weight)) / m.weight.numel()
+        skipped += layer_macs * (1 - density)
+    return dict(macs=int(total), nonzero_macs=int(round(total - skipped)))
+
+
+@torch.no_grad()
+def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
+            threads: int | None = None, min_run_time: float = 0.5) -> float:
+    """Median seconds of one forward pass on `device` (torch.utils.benchmark,
+    warm-up first, threads fixed; CUDA timings are synchronised)."""
+    import copy
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # CUDA_HOME notice on CPU
+    from torch.utils import benchmark
+
+    dev = torch.device(device)
+    m = copy.deepcopy(model).to(dev).eval()
+    x = torch.randn((batch, *input_shape), device=dev)
+    threads = threads or torch.get_num_threads()
+    for _ in range(3):
+        m(x)
+    timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads)
+    return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = None,
+            timing: bool = True, batch: int = 1) -> dict:
+    """Everything results.record stores about a model: params, nonzeros,
+    sparsity, the size table, MACs, and CPU (and CUDA) latency in ms."""
+    out = dict(params=count_params(model), nonzeros=count_nonzero(model), sparsity=sparsity(model))
+    out.update(size_table(model, reference))
+    out.update(macs(model, input_shape))
+    if timing:
+        out["latency_cpu_ms"] = 1e3 * latency(model, input_shape, batch=batch, device="cpu")
+        if torch.cuda.is_available():
+            out["latency_cuda_ms"] = 1e3 * latency(model, input_shape, batch=batch, device="cuda")
+    return out

@@ -1,0 +1,95 @@
+"""Figures: weight histograms, accuracy-vs-sparsity curves, bars, saving.
+
+Every function returns a matplotlib Figure; :func:`save` writes it (PNG,
+atomically) under reports/<profile>/figures/ so the report index can show it.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from . import config
+from .io import atomic_write_bytes
+from .prune.masks import prunable
+
+
+def weight_histograms(model, bins: int = 60, nonzero_only: bool = False, cols: int = 4):
+    """One histogram per Conv/Linear weight tensor (zeros left out when nonzero_only)."""
+    layers = prunable(model)
+    rows = math.ceil(len(layers) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, (name, m) in zip(axes.flat, layers.items()):
+        w = m.weight.detach().flatten().float().cpu()
+        if nonzero_only:
+            w = w[w != 0]
+        ax.hist(w.numpy(), bins=bins, color="tab:blue", alpha=0.8)
+        ax.set_title(f"{name} ({m.weight.numel():,})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(layers):]:
+        ax.axis("off")
+    fig.suptitle("weight distribution per layer" + (" (nonzero weights)" if nonzero_only else ""))
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_curves(curves: dict, xlabel: str = "sparsity (%)", title: str = "", baseline: float | None = None,
+                    ylabel: str = "test accuracy (%)", logx: bool = False):
+    """Curves {label: (xs, accuracies in [0, 1])}, accuracy plotted in %."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, [100 * y for y in ys], marker="o", ms=4, label=label)
+    if baseline is not None:
+        ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="dense")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def bars(groups: dict, labels: list, ylabel: str, title: str = ""):
+    """Grouped bars: groups {series: [value per label]}."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    n = len(groups)
+    width = 0.8 / max(1, n)
+    for i, (series, values) in enumerate(groups.items()):
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(xs, values, width, label=series)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def training_curve(history, title: str = "training"):
+    """Train loss and validation accuracy per epoch of a History."""
+    ep = [e["epoch"] for e in history.epochs]
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.plot(ep, [e["train_loss"] for e in history.epochs], "o-", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [100 * e["val_acc"] for e in history.epochs], "s-", color="tab:orange", label="val acc")
+    ax2.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    fig.legend(loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, cfg, name: str) -> Path:
+    """Write `fig` as reports/<profile>/figures/<lab>_<name>.png (atomically)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    path = config.reports_root() / cfg.profile / "figures" / f"{cfg.lab}_{name}.png"
+    return atomic_write_bytes(buf.getvalue(), path)

@@ -1,0 +1,220 @@
+"""Training: fit, evaluate, fine-tune, and a cache of trained dense models.
+
+- SGD with (Nesterov) momentum, weight decay, and a per-step schedule: linear
+  warm-up then linear or cosine decay.
+- On CUDA: bf16 autocast, channels_last, optional torch.compile, and no host
+  sync inside a step (loss and accuracy accumulate on the device).
+- Masked layers (``weight_mask`` buffers) are re-applied after every optimiser
+  step: pruned weights stay exactly zero through fine-tuning.
+- A non-finite loss stops training with an error naming the epoch and step.
+- ``dense(...)`` caches trained models under a hash of everything that
+  determines them; a corrupt entry is detected (sha256) and retrained.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import config
+from .data import Data, Split
+from .io import atomic_save, load_verified
+from .models import build
+from .prune.masks import enforce, prunable
+
+CACHE_VERSION = 1      # bump when training code changes what a cached model would be
+NAN_CHECK_EVERY = 50   # steps between (syncing) non-finite loss checks
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class History:
+    """Per-epoch records of one fit: each a dict with epoch, train_loss,
+    train_acc, val_acc, lr, seconds, images_per_s."""
+
+    epochs: list = field(default_factory=list)
+
+    @property
+    def best_val(self) -> float:
+        return max((e["val_acc"] for e in self.epochs), default=float("nan"))
+
+    def seconds_per_epoch(self) -> float:
+        """Median wall time of an epoch (first epoch, which includes warm-up, excluded when possible)."""
+        t = sorted(e["seconds"] for e in (self.epochs[1:] or self.epochs))
+        return t[len(t) // 2] if t else float("nan")
+
+    def images_per_s(self) -> float:
+        """Median training throughput (images/s)."""
+        t = sorted(e["images_per_s"] for e in (self.epochs[1:] or self.epochs))
+        return t[len(t) // 2] if t else float("nan")
+
+    def timing(self) -> str:
+        """'x.xx s/epoch, N images/s' for the notebook's speed line."""
+        return f"{self.seconds_per_epoch():.2f} s/epoch, {self.images_per_s():,.0f} images/s"
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    model = model.to(device)
+    if channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000) -> float:
+    """Top-1 accuracy (fraction in [0, 1]) of `model` on one split of `data`."""
+    device = data.train.x.device
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in data.loader(split, batch_size):
+        with _autocast(device):
+            correct += (model(x).argmax(1) == y).sum()
+    model.train(was_training)
+    return correct.item() / len(getattr(data, split))
+
+
+def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> float:
+    """Learning rate at `step` of `total`: linear warm-up over the first `warmup`
+    fraction, then 'linear' or 'cosine' decay to zero, or 'constant'."""
+    w = max(1, int(warmup * total))
+    if step < w and warmup > 0:
+        return lr * (step + 1) / w
+    if schedule == "constant":
+        return lr
+    t = (step - w) / max(1, total - w)
+    return lr * (1 - t) if schedule == "linear" else lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int,
+        momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
+        warmup: float = 0.1, schedule: str = "linear", label_smoothing: float = 0.0,
+        augment: bool = False, seed: int = 0, progress: bool = True, compile: bool = False,
+        channels_last: bool = True, desc: str = "train") -> History:
+    """Train `model` in place on data.train; evaluate on data.val after each epoch.
+
+    Masked layers stay masked. Returns a History. Raises TrainingDiverged on a
+    non-finite loss, naming the epoch and step.
+    """
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs={epochs!r} must be a non-negative integer")
+    if schedule not in ("linear", "cosine", "constant"):
+        raise ValueError(f"schedule={schedule!r} is not one of ('linear', 'cosine', 'constant')")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r} must be positive")
+    device = data.train.x.device
+    model = _prepare(model, device, channels_last)
+    step_fn = torch.compile(model) if compile else model
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    masked = [(m.weight, m.weight_mask) for m in prunable(model).values() if hasattr(m, "weight_mask")]
+    weights, masks = [w for w, _ in masked], [mk.to(w.dtype) for w, mk in masked]
+    loader = data.loader("train", batch_size, shuffle=True, augment=augment, drop_last=True,
+                         seed=seed, channels_last=channels_last and device.type == "cuda")
+    total, step, history = epochs * len(loader), 0, History()
+    bar = tqdm(range(epochs), desc=desc, disable=not (progress and config.progress()), file=sys.stdout,
+               mininterval=2)
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        losses = torch.zeros(len(loader), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for i, (x, y) in enumerate(loader):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, lr, warmup, schedule)
+            with _autocast(device):
+                out = step_fn(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if masked:
+                with torch.no_grad():
+                    torch._foreach_mul_(weights, masks)
+            losses[i] = loss.detach()
+            correct += (out.argmax(1) == y).sum()
+            step += 1
+            if (i + 1) % NAN_CHECK_EVERY == 0 or i + 1 == len(loader):
+                _check_finite(losses[:i + 1], epoch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        n_img = len(loader) * batch_size
+        record = dict(epoch=epoch + 1, train_loss=losses.mean().item(), train_acc=correct.item() / max(1, n_img),
+                      val_acc=evaluate(model, data, "val"), lr=lr, seconds=seconds,
+                      images_per_s=n_img / seconds if seconds > 0 else float("nan"))
+        history.epochs.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_acc']:.4f}",
+                        ips=f"{record['images_per_s']:,.0f}")
+    return history
+
+
+def _check_finite(losses: torch.Tensor, epoch: int) -> None:
+    """Raise TrainingDiverged naming the first non-finite step in `losses` (a host sync)."""
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        step = int(torch.nonzero(bad)[0]) + 1
+        raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {epoch + 1}, step {step}: "
+                               "lower the learning rate or check the data")
+
+
+def fine_tune(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int,
+              **kw) -> History:
+    """fit() with a pruned model: masks are kept, warm-up skipped, cosine decay."""
+    kw.setdefault("warmup", 0.0)
+    kw.setdefault("schedule", "cosine")
+    kw.setdefault("desc", "fine-tune")
+    history = fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, **kw)
+    enforce(model)
+    return history
+
+
+def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) -> str:
+    """Hash of everything that determines a trained dense model."""
+    blob = json.dumps(dict(model=model_name, width=width, data=data.name, data_hash=data.hash,
+                           n_train=len(data.train), hp=hp, seed=seed, version=CACHE_VERSION,
+                           device=data.train.x.device.type), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def dense(model_name: str, data: Data, *, width: float = 1.0, seed: int = 0, progress: bool = True,
+          use_cache: bool = True, **hp) -> tuple[nn.Module, History]:
+    """A trained dense model: from the cache when the same model, width, data,
+    hyper-parameters (`hp`, passed to fit) and seed were trained before;
+    otherwise trained now and cached (atomically)."""
+    key = cache_key(model_name, width, data, hp, seed)
+    path = config.cache_root() / "models" / f"{model_name}-{key}.pt"
+    config.seed_everything(seed)
+    model = build(model_name, width=width)
+    blob = load_verified(path) if use_cache else None
+    if blob is not None:
+        model.load_state_dict(blob["state_dict"])
+        history = History(**blob["history"])
+        print(f"dense {model_name}: loaded from cache {path.name} (trained {len(history.epochs)} epochs)")
+        return _prepare(model, data.train.x.device, True), history
+    history = fit(model, data, seed=seed, progress=progress, desc=f"dense {model_name}", **hp)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_save({"state_dict": state, "history": asdict(history), "meta": dict(model=model_name, key=key)}, path)
+    return model, history
