@@ -6,3 +6,7 @@ from .units import expand_mlp, hidden_layers, kept_units, prune_units, shrink_ml
 __all__ = ["n_zeros", "prune_global", "prune_layer", "prune_per_tensor", "enforce", "get_masks",
            "layer", "prunable", "remove_masks", "set_mask", "weight_state", "expand_mlp",
            "hidden_layers", "kept_units", "prune_units", "shrink_mlp"]
+
+from .channels import check_keep, expand_vgg, l2_ranking, mask_channels, shrink_vgg  # noqa: E402
+
+__all__ += ["check_keep", "expand_vgg", "l2_ranking", "mask_channels", "shrink_vgg"]
