@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import config
+from . import config, recipes
 from .data import Data, Split
 from .io import atomic_save, load_verified
 from .models import build
@@ -199,11 +199,14 @@ def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def dense(model_name: str, data: Data, *, width: float = 1.0, seed: int = 0, progress: bool = True,
-          use_cache: bool = True, **hp) -> tuple[nn.Module, History]:
-    """A trained dense model: from the cache when the same model, width, data,
-    hyper-parameters (`hp`, passed to fit) and seed were trained before;
-    otherwise trained now and cached (atomically)."""
+def dense(model_name: str, data: Data, profile: str, *, seed: int = 0, progress: bool = True,
+          use_cache: bool = True, **overrides) -> tuple[nn.Module, History]:
+    """A trained dense model for `profile` (recipe: labkit.recipes.DENSE, with
+    non-None `overrides`): from the cache when the same model, recipe, data
+    and seed were trained before; otherwise trained now and cached (atomically)."""
+    hp = recipes.dense(model_name, profile, **overrides)
+    width = hp.pop("width")
+    print(f"dense {model_name} recipe ({profile}): width={width}, " + ", ".join(f"{k}={v}" for k, v in hp.items()))
     key = cache_key(model_name, width, data, hp, seed)
     path = config.cache_root() / "models" / f"{model_name}-{key}.pt"
     config.seed_everything(seed)

@@ -1,0 +1,42 @@
+"""Dense training recipes: {model: {profile: settings}}, shared by every lab.
+
+Labs that start from the same dense model (VGG in labs 02, 04, 05; the MLP in
+01 and 05) use the same recipe, so the trained model is cached once
+(labkit.train.dense) and reused. A recipe holds ``width`` plus the keyword
+arguments of labkit.train.fit.
+"""
+from __future__ import annotations
+
+from .config import PROFILES
+
+DENSE = {
+    "mlp": {
+        "smoke": dict(width=0.25, epochs=4, batch_size=128, lr=0.05),
+        "cpu": dict(width=1.0, epochs=10, batch_size=128, lr=0.05),
+        "full": dict(width=1.0, epochs=10, batch_size=128, lr=0.05),
+    },
+    # vgg: owned by lab 02 (labs 04 and 05 reuse it). Provisional: lab 02 tunes it.
+    "vgg": {
+        "smoke": dict(width=0.125, epochs=2, batch_size=128, lr=0.05, augment=True),
+        "cpu": dict(width=0.25, epochs=6, batch_size=256, lr=0.1, augment=True),
+        "full": dict(width=1.0, epochs=40, batch_size=512, lr=0.2, augment=True, label_smoothing=0.1),
+    },
+    # resnet18: owned by lab 03
+}
+
+
+def dense(model: str, profile: str, **overrides) -> dict:
+    """The recipe of `model` for `profile`, with non-None `overrides` applied."""
+    if model not in DENSE:
+        raise ValueError(f"no dense recipe for model={model!r}; have {sorted(DENSE)}")
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not one of {PROFILES}")
+    recipe = dict(DENSE[model][profile])
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k not in recipe and k not in ("augment", "weight_decay", "momentum", "label_smoothing",
+                                         "warmup", "schedule", "compile", "nesterov"):
+            raise ValueError(f"unknown dense setting {k!r} for {model}; recipe has {sorted(recipe)}")
+        recipe[k] = v
+    return recipe
