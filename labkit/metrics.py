@@ -145,3 +145,35 @@ def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = 
         if torch.cuda.is_available():
             out["latency_cuda_ms"] = 1e3 * latency(model, input_shape, batch=batch, device="cuda")
     return out
+
+
+def pareto_front(points) -> list[int]:
+    """Indices of the non-dominated points of `points`, a sequence of
+    (cost, accuracy) pairs (lower cost is better, higher accuracy is better),
+    sorted by cost (ties in cost by descending accuracy, then by index).
+
+    Point a is dominated when some other point b has cost_b <= cost_a and
+    acc_b >= acc_a with at least one strict. Exact duplicates do not dominate
+    each other: all copies of a non-dominated point are kept (in index order).
+    Costs and accuracies must be finite real numbers.
+    """
+    pts = []
+    for i, p in enumerate(points):
+        try:
+            cost, acc = p
+            cost, acc = float(cost), float(acc)
+        except (TypeError, ValueError):
+            raise TypeError(f"point {i} must be a (cost, accuracy) pair of numbers, got {p!r}") from None
+        if not (math.isfinite(cost) and math.isfinite(acc)):
+            raise ValueError(f"point {i} = {p!r} is not finite; costs and accuracies must be finite numbers")
+        pts.append((cost, acc))
+    order = sorted(range(len(pts)), key=lambda i: (pts[i][0], -pts[i][1], i))
+    front, best = [], -math.inf
+    for i in order:
+        cost, acc = pts[i]
+        if acc > best:
+            front.append(i)
+            best = acc
+        elif front and pts[front[-1]] == (cost, acc):
+            front.append(i)  # an exact duplicate of a frontier point
+    return front
