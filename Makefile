@@ -23,8 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[dev]'
 	touch $@
 
+# Unit tests, then nbval over the executed smoke reports: each is re-run and the
+# cells marked NBVAL_CHECK_OUTPUT must reproduce their committed outputs.
 test: $(VENV)/.installed
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests reports/smoke --nbval-lax -p no:cacheprovider
 
 report: $(VENV)/.installed
 	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))

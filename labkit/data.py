@@ -189,11 +189,13 @@ def _list_tree(folder: Path) -> tuple[tuple, dict]:
 
 
 def _decode(paths: list) -> torch.Tensor:
-    """Decode image files to uint8 (N, C, H, W); all must share one size."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    """Decode image files to uint8 (N, C, H, W) with PIL; all must share one size."""
+    import numpy as np
+    from PIL import Image
 
     def one(p):
-        return decode_image(read_file(str(p)), mode=ImageReadMode.RGB)
+        with Image.open(p) as im:
+            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         imgs = list(pool.map(one, paths))

@@ -27,6 +27,7 @@ from torch import nn
 
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models import check_input
 from .prune.masks import prunable, weight_state
 
 MIB = 2 ** 20
@@ -94,6 +95,7 @@ def size_table(model: nn.Module, reference: nn.Module | None = None) -> dict:
 def macs(model: nn.Module, input_shape: tuple) -> dict:
     """Multiply-accumulates of one forward pass of a (1, *input_shape) input:
     {'macs': dense MACs, 'nonzero_macs': MACs with zero weights skipped}."""
+    check_input(model, input_shape)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -177,3 +179,14 @@ def pareto_front(points) -> list[int]:
         elif front and pts[front[-1]] == (cost, acc):
             front.append(i)  # an exact duplicate of a frontier point
     return front
+
+
+def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
+    """Fraction of the reference's counted (Conv/Linear) weights that `model`
+    no longer holds as nonzeros, whether removed physically or zeroed:
+    1 - nonzero counted weights of model / counted weights of reference."""
+    ref = sum(m.weight.numel() for m in prunable(reference).values())
+    if ref == 0:
+        raise ValueError(f"reference {type(reference).__name__} has no Conv/Linear weights")
+    nz = sum(int(torch.count_nonzero(m.weight)) for m in prunable(model).values())
+    return 1 - nz / ref

@@ -126,6 +126,23 @@ class ResNet18(nn.Module):
         return self.linear(x.mean(dim=(2, 3)))
 
 
+@torch.no_grad()
+def check_input(model: nn.Module, shape: tuple) -> None:
+    """Raise ValueError naming `shape` when `model` cannot take (2, *shape) inputs."""
+    if not isinstance(shape, (tuple, list)) or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(f"input shape {shape!r} must be a tuple of positive ints, e.g. (3, 32, 32)")
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros((2, *shape), device=p.device, dtype=p.dtype))
+    except RuntimeError as e:
+        raise ValueError(f"input shape {tuple(shape)} does not fit {type(model).__name__}: "
+                         f"{str(e).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+
+
 MODELS = {"mlp": MLP, "vgg": VGG, "resnet18": ResNet18}
 
 

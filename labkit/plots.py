@@ -93,3 +93,40 @@ def save(fig, cfg, name: str) -> Path:
     fig.savefig(buf, format="png", dpi=110)
     path = config.reports_root() / cfg.profile / "figures" / f"{cfg.lab}_{name}.png"
     return atomic_write_bytes(buf.getvalue(), path)
+
+
+def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: str = "",
+           baseline: float | None = None, logx: bool = False, ax=None):
+    """Accuracy vs a cost for several methods, with the Pareto frontier over
+    all points marked (a step line through the non-dominated points, circled).
+
+    series: {method: (xs, accuracies in [0, 1])}; lower_is_better: whether a
+    smaller x is better (size, latency) or a larger one (sparsity).
+    Draws on `ax` when given; returns the Figure.
+    """
+    from .metrics import pareto_front
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    else:
+        fig = ax.figure
+    pts = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys)]
+    for label, (xs, ys) in series.items():
+        ax.scatter(xs, [100 * y for y in ys], s=28, label=label, zorder=3)
+    front = pareto_front([(x if lower_is_better else -x, y) for x, y in pts])
+    if front:
+        fx, fy = [pts[i][0] for i in front], [100 * pts[i][1] for i in front]
+        ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7,
+                label="Pareto frontier", zorder=2)
+        ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="black", zorder=4)
+    if baseline is not None:
+        ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="dense")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel + (" (lower is better)" if lower_is_better else " (higher is better)"))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

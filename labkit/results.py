@@ -94,3 +94,66 @@ def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r, c) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _number(v, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{what} = {v!r} is not a number")
+    return float(v)
+
+
+def aggregate(rows: list[dict], by=("method", "point"), fields=("accuracy",)) -> list[dict]:
+    """Mean and spread over seeds: one row per distinct `by` value (first-seen order).
+
+    Each output row holds the `by` fields, ``n`` (rows in the group), ``seeds``,
+    and for each of `fields`: ``<field>_mean`` and ``<field>_std`` (sample
+    standard deviation, n - 1 in the denominator; None when n < 2). Every
+    row must have every `by` and `fields` key; a field may be None in a row
+    (e.g. a latency not measured), and is then left out of that field's mean.
+    """
+    if isinstance(by, str) or isinstance(fields, str):
+        raise TypeError(f"by={by!r} and fields={fields!r} must be sequences of field names, not strings")
+    by, fields = tuple(by), tuple(fields)
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise TypeError(f"row {i} is a {type(r).__name__}, not a dict")
+        for k in by + fields:
+            if k not in r:
+                raise ValueError(f"row {i} has no field {k!r} (it has {sorted(r)})")
+        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    out = []
+    for key, group in groups.items():
+        agg = dict(zip(by, key), n=len(group), seeds=[r.get("seed") for r in group])
+        for f in fields:
+            vals = [_number(r[f], f"row field {f!r}") for r in group if r[f] is not None]
+            mean = sum(vals) / len(vals) if vals else None
+            std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+                   if len(vals) >= 2 else None)
+            agg[f"{f}_mean"], agg[f"{f}_std"] = mean, std
+        out.append(agg)
+    return out
+
+
+def frontier(rows: list[dict], cost: str, accuracy: str = "accuracy_mean") -> list[dict]:
+    """The rows on the Pareto frontier of (cost, accuracy): lower `cost` and
+    higher `accuracy` are better; sorted by cost. Rows whose cost or accuracy
+    is None are left out. Uses labkit.metrics.pareto_front."""
+    from .metrics import pareto_front
+
+    for i, r in enumerate(rows):
+        if cost not in r or accuracy not in r:
+            raise ValueError(f"row {i} lacks {cost!r} or {accuracy!r} (it has {sorted(r)})")
+    usable = [r for r in rows if r[cost] is not None and r[accuracy] is not None]
+    return [usable[i] for i in pareto_front([(r[cost], r[accuracy]) for r in usable])]
+
+
+def find(rows: list[dict], **where) -> list[dict]:
+    """The rows whose fields equal every `where` value (floats compared with a
+    relative tolerance of 1e-9; a row missing a field does not match)."""
+    def same(a, b):
+        if isinstance(a, float) or isinstance(b, float):
+            return (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                    and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12))
+        return a == b
+    return [r for r in rows if all(k in r and same(r[k], v) for k, v in where.items())]

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from . import config, recipes
 from .data import Data, Split
 from .io import atomic_save, load_verified
-from .models import build
+from .models import build, check_input
 from .prune.masks import enforce, prunable
 
 CACHE_VERSION = 1      # bump when training code changes what a cached model would be
@@ -122,6 +122,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         raise ValueError(f"lr={lr!r} must be positive")
     device = data.train.x.device
     model = _prepare(model, device, channels_last)
+    check_input(model, data.shape)
     step_fn = torch.compile(model) if compile else model
     decay, no_decay = [], []
     for p in model.parameters():

@@ -51,3 +51,241 @@ def test_pareto_front_edge_cases():
 def test_pareto_front_rejects_bad_points(bad, exc, text):
     with pytest.raises(exc, match=text.replace("(", r"\(").replace(")", r"\)")):
         lk.metrics.pareto_front(bad)
+
+
+# ---------------------------------------------------------------- fixtures
+
+import copy  # noqa: E402
+
+import torch  # noqa: E402
+
+from labkit.data import Data, Split  # noqa: E402
+from labkit.prune import greedy, sss  # noqa: E402
+
+
+def tiny_vgg(seed=0):
+    """VGG at width 1/16: channels (4, 8, 16, 16, 32, 32, 32, 32), BN stats made non-trivial."""
+    torch.manual_seed(seed)
+    m = lk.models.build("vgg", width=0.0625)
+    with torch.no_grad():
+        for _, bn in lk.prune.channels.convs(m):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+            bn.running_mean.uniform_(-0.1, 0.1)
+            bn.running_var.uniform_(0.5, 2.0)
+    return m.eval()
+
+
+def tiny_data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def split(k):
+        y = torch.randint(0, 10, (k,), generator=g)
+        x = torch.randint(0, 256, (k, 3, 32, 32), generator=g, dtype=torch.uint8)
+        x[:, y % 3] = (x[:, y % 3] // 2 + 120)  # a little signal
+        return Split(x, y)
+
+    return Data(name="synthetic-cifar10", source="test", hash="0", train=split(n), val=split(64),
+                test=split(32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), classes=tuple("abcdefghij"),
+                test_label="test images")
+
+
+X = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def same(a, b):
+    a.eval(), b.eval()
+    with torch.no_grad():
+        return torch.allclose(a(X), b(X), atol=1e-5)
+
+
+# ---------------------------------------------------------------- greedy
+
+def test_vgg_macs_matches_the_flop_counter():
+    m = tiny_vgg()
+    small = lk.prune.shrink_vgg(m, {2: [0, 3, 5], 7: list(range(10))})
+    for model in (m, small):
+        assert greedy.vgg_macs(model) == lk.metrics.macs(model, (3, 32, 32))["macs"]
+
+
+def test_greedy_returns_smaller_models_equal_to_the_masked_original():
+    m, data = tiny_vgg(), tiny_data()
+    ev = greedy.batch_evaluator(data, 64)
+    results = greedy.greedy_prune(m, ev, [0.8, 0.6], step=0.25, progress=False)
+    assert [r.target for r in results] == [0.8, 0.6]
+    dense = greedy.cost(m, "params")
+    for r in results:
+        assert r.ratio <= r.target and greedy.cost(r.model, "params") == round(r.ratio * dense)
+        assert sum(r.model.channels) < sum(m.channels)
+        assert tuple(len(r.keep[i]) for i in range(8)) == r.model.channels
+        masked = lk.prune.mask_channels(copy.deepcopy(m), r.keep)
+        assert same(r.model, masked)              # no fine-tune: the small model IS the masked original
+        assert same(r.model, r.expand())          # and writes back into the original shape
+        assert lk.metrics.count_params(r.expand()) == dense
+    assert results[1].steps[:len(results[0].steps)] == results[0].steps
+    assert all(s.removed == max(1, round(0.25 * (s.channels[s.layer] + s.removed))) for s in results[1].steps)
+    assert not torch.equal(m.backbone.conv0.weight, torch.zeros(1))  # input untouched
+    assert m.channels == (4, 8, 16, 16, 32, 32, 32, 32)
+
+
+def test_greedy_commits_the_removal_that_loses_least():
+    m = tiny_vgg()
+    ev = lambda model: -abs(model.channels[5] - 24) - 0.01 * sum(model.channels)  # noqa: E731
+    r = greedy.greedy_prune(m, ev, [0.95], step=0.25, progress=False)[0]
+    assert r.steps[0].layer == 5  # conv5 32 -> 24 channels scores best
+
+
+def test_greedy_with_finetune_still_expands_exactly():
+    m, data = tiny_vgg(), tiny_data()
+    ev = greedy.batch_evaluator(data, 32)
+    calls = []
+
+    def finetune(model):
+        calls.append(model.channels)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+
+    r = greedy.greedy_prune(m, ev, 0.7, by="macs", step=0.3, finetune=finetune, progress=False)[0]
+    assert len(calls) == len(r.steps) and all(s.acc_tuned is not None for s in r.steps)
+    assert r.ratio <= 0.7 and greedy.cost(r.model, "macs") <= 0.7 * greedy.cost(m, "macs")
+    assert same(r.model, r.expand())
+    assert not same(r.model, lk.prune.mask_channels(copy.deepcopy(m), r.keep))  # fine-tuned weights differ
+
+
+def test_hybrid_masks_the_remaining_filters():
+    m, data = tiny_vgg(), tiny_data()
+    r = greedy.greedy_prune(m, greedy.batch_evaluator(data, 32), 0.8, step=0.25, progress=False)[0]
+    h = greedy.hybrid(r, 0.5)
+    assert h.channels == r.model.channels and lk.metrics.sparsity(h) == pytest.approx(0.5, abs=1e-4)
+    assert lk.metrics.sparsity(r.model) == 0.0  # the greedy result is not modified
+    expected = 1 - 0.5 * sum(w.numel() for w in (x.weight for x in lk.prune.prunable(r.model).values())) / \
+        sum(x.weight.numel() for x in lk.prune.prunable(m).values())
+    assert lk.metrics.relative_sparsity(h, m) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("kw, text", [
+    (dict(targets=[0.0]), "target=0.0"), (dict(targets=[1.5]), "target=1.5"), (dict(targets=[]), "empty"),
+    (dict(targets=[0.5], by="flops"), "by='flops'"), (dict(targets=[0.5], step=1.0), "step=1.0"),
+    (dict(targets=[0.5], min_channels=0), "min_channels=0"),
+    (dict(targets=[0.001], min_channels=4, step=0.5), "unreachable"),
+])
+def test_greedy_rejects_bad_input(kw, text):
+    targets = kw.pop("targets")
+    with pytest.raises(ValueError, match=text.replace("(", r"\(")):
+        greedy.greedy_prune(tiny_vgg(), lambda m: 0.0, targets, progress=False, **kw)
+
+
+def test_greedy_rejects_non_vgg_and_bad_batch_sets():
+    with pytest.raises(TypeError, match="MLP"):
+        greedy.greedy_prune(lk.models.build("mlp", width=0.1), lambda m: 0.0, 0.5)
+    with pytest.raises(ValueError, match="n=65"):
+        greedy.batch_evaluator(tiny_data(), 65)
+    with pytest.raises(ValueError, match="n=0"):
+        greedy.train_subset(tiny_data(), 0)
+    sub = greedy.train_subset(tiny_data(), 10)
+    assert len(sub.train) == 10 and "SUBSET" in sub.notes[-1]
+
+
+# ---------------------------------------------------------------- SSS
+
+def test_soft_threshold_is_the_l1_prox():
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.0, 3.0])
+    assert torch.equal(sss.soft_threshold(x, 0.5, nonneg=False), torch.tensor([-1.5, 0.0, 0.0, 0.0, 0.5, 2.5]))
+    assert torch.equal(sss.soft_threshold(x, 0.5), torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5, 2.5]))
+    with pytest.raises(ValueError, match="-1"):
+        sss.soft_threshold(x, -1)
+
+
+def test_proximal_steps_reach_exact_zeros_on_a_toy_lasso():
+    # min_g 0.5 * ||g - b||^2 + lam * |g|_1 with g >= 0: solution max(b - lam, 0), exact zeros
+    b, lam, lr = torch.tensor([2.0, 0.3, -1.0, 0.05, 0.9]), 0.4, 0.3
+    g = torch.ones(5)
+    for _ in range(200):
+        g = sss.soft_threshold(g - lr * (g - b), lr * lam)
+    assert torch.allclose(g, (b - lam).clamp_min(0), atol=1e-6)
+    assert torch.equal(g == 0, torch.tensor([False, True, True, True, False]))
+    # a plain (sub)gradient step on the same loss hovers around zero instead of landing on it
+    h = torch.ones(5)
+    for _ in range(200):
+        h = h - lr * ((h - b) + lam * torch.sign(h))
+    assert int((h == 0).sum()) < 3
+
+
+def test_sparse_training_drives_channel_factors_to_exactly_zero():
+    m, data = tiny_vgg(), tiny_data()
+    r = sss.sss_prune(m, data, lam=1.0, epochs=2, lr=0.05, gate_lr=0.5, batch_size=32, progress=False)
+    assert r.zeros() > 0 and all(float(g.min()) >= 0 for g in r.factors)
+    weak = sss.sss_prune(m, data, lam=0.0, epochs=1, lr=0.05, batch_size=32, progress=False)
+    assert weak.zeros() == 0 and weak.model.channels == m.channels
+    assert sum(r.model.channels) == sum(int((g > 0).sum()) for g in r.factors) < sum(m.channels)
+
+
+def test_sss_small_model_equals_the_masked_trained_model():
+    m, data = tiny_vgg(), tiny_data()
+    r = sss.sss_prune(m, data, lam=1.0, epochs=2, lr=0.05, gate_lr=0.5, batch_size=32, progress=False)
+    assert sum(r.model.channels) < sum(m.channels)
+    assert same(r.model, lk.prune.mask_channels(copy.deepcopy(r.trained), r.keep))
+    assert same(r.model, r.trained)      # threshold 0: only exactly-zero factors were removed
+    assert same(r.model, r.expand())
+    # a threshold above zero removes more, and the small model still equals the masked one
+    keep = sss.plan(r.factors, threshold=float(torch.cat(r.factors).median()))
+    small = lk.prune.shrink_vgg(r.trained, keep)
+    assert sum(small.channels) < sum(r.model.channels)
+    assert same(small, lk.prune.mask_channels(copy.deepcopy(r.trained), keep))
+
+
+def test_gates_fold_exactly_into_batchnorm():
+    m = tiny_vgg()
+    gates = sss.ChannelGates(m)
+    with torch.no_grad():
+        for g in gates.gates:
+            g.uniform_(0, 2)
+            g[0] = 0
+    m.eval()
+    with torch.no_grad():
+        gated = m(X)
+    folded = gates.fold()
+    with torch.no_grad():
+        assert torch.allclose(folded(X), gated, atol=1e-5)
+    with pytest.raises(RuntimeError, match="already"):
+        gates.fold()
+
+
+@pytest.mark.parametrize("kw, text", [
+    (dict(lam=-1.0), "lam=-1.0"), (dict(lam=0.1, lr=0.0), "lr=0.0"), (dict(lam=0.1, epochs=0), "epochs=0"),
+    (dict(lam=0.1, gate_lr=-2), "gate_lr=-2"), (dict(lam=0.1, threshold=-0.5), "threshold=-0.5"),
+])
+def test_sss_rejects_bad_input(kw, text):
+    kw = {**dict(epochs=1, lr=0.05, batch_size=32, progress=False), **kw}
+    with pytest.raises(ValueError, match=text):
+        sss.sss_prune(tiny_vgg(), tiny_data(), **kw)
+
+
+def test_sss_rejects_non_vgg_and_plan_rejects_bad_min_channels():
+    with pytest.raises(TypeError, match="MLP"):
+        sss.sparse_train(lk.models.build("mlp", width=0.1), tiny_data(), lam=0.1, epochs=1, lr=0.1, batch_size=8)
+    with pytest.raises(ValueError, match="min_channels=0"):
+        sss.plan([torch.ones(3)], min_channels=0)
+    assert sss.plan([torch.tensor([0.0, 0.0, 0.0])], min_channels=2)[0].tolist() == [0, 1]
+
+
+# ---------------------------------------------------------------- metrics and plots
+
+def test_relative_sparsity_counts_removed_and_zeroed_weights():
+    m = tiny_vgg()
+    assert lk.metrics.relative_sparsity(m, m) == 0.0
+    masked = lk.prune.mask_channels(copy.deepcopy(m), {3: [0, 1]})
+    small = lk.prune.shrink_vgg(m, {3: [0, 1]})
+    assert lk.metrics.relative_sparsity(small, m) == pytest.approx(lk.metrics.relative_sparsity(masked, m))
+    assert lk.metrics.relative_sparsity(small, m) > 0
+
+
+def test_pareto_plot_marks_the_frontier():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = lk.plots.pareto({"a": ([0.1, 0.5, 0.9], [0.9, 0.8, 0.3]), "b": ([0.5], [0.85])}, "sparsity",
+                          lower_is_better=False)
+    line = [l for l in fig.axes[0].lines if l.get_label() == "Pareto frontier"][0]
+    assert list(line.get_xdata()) == [0.9, 0.5, 0.1]  # (0.5, 0.8) of 'a' is dominated by 'b'

@@ -10,3 +10,11 @@ __all__ = ["n_zeros", "prune_global", "prune_layer", "prune_per_tensor", "enforc
 from .channels import check_keep, expand_vgg, l2_ranking, mask_channels, shrink_vgg  # noqa: E402
 
 __all__ += ["check_keep", "expand_vgg", "l2_ranking", "mask_channels", "shrink_vgg"]
+
+from .nm import is_nm, nm_layers, nm_mask, prune_nm  # noqa: E402
+
+__all__ += ["is_nm", "nm_layers", "nm_mask", "prune_nm"]
+
+from . import greedy, sss  # noqa: E402
+
+__all__ += ["greedy", "sss"]

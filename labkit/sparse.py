@@ -1,0 +1,355 @@
+"""Really smaller, really faster: a sparse file format and CSR inference.
+
+Storage
+    :func:`save` writes a model's state in a sparse format: each Conv/Linear
+    weight as CSR (values + int32 column indices + int32 row pointers of the
+    weight viewed as (out, in*k*k)) or as a bitmask (the nonzero values + one
+    bit per element), whichever the ``fmt`` asks for ('best' picks, per tensor,
+    the smallest of dense / CSR / bitmask); every other tensor (biases, norms,
+    running statistics) is stored dense. Mask buffers are not stored (the
+    zeros are). The file is a small JSON header plus raw little-endian bytes,
+    with a sha256 of the payload, written atomically (labkit.io).
+    :func:`load` puts the exact weights back into a model of the same
+    architecture; :func:`disk_report` compares bytes on disk with the theory
+    of :func:`labkit.metrics.size_table`.
+
+Inference
+    :class:`CSRLinear` computes ``x @ W.T`` with W held as a torch sparse CSR
+    tensor (MKL's sparse kernels on CPU); :func:`to_csr` swaps every Linear of
+    a model for one; :func:`csr_study` measures batch-1 and batch-256 CPU
+    latency of the dense and CSR models across sparsities, and
+    :func:`crossover` finds where sparse starts to win.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import check_fraction
+from .io import atomic_write_bytes
+from .prune.masks import prunable, weight_state
+
+MAGIC = b"LKSPARSE1\n"
+FORMATS = ("csr", "bitmask", "dense", "best")
+_DTYPES = {str(t): t for t in (torch.float32, torch.float16, torch.bfloat16, torch.float64,
+                               torch.int64, torch.int32, torch.uint8, torch.bool)}
+
+
+# --------------------------------------------------------------------------- encoding
+
+def _raw(t: torch.Tensor) -> bytes:
+    """The bytes of a tensor (contiguous, CPU)."""
+    t = t.detach().cpu().contiguous().reshape(-1)
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def _from_raw(buf: bytes, dtype: torch.dtype, shape) -> torch.Tensor:
+    """A tensor of `dtype` and `shape` from `buf` (a copy; the buffer may be freed)."""
+    store = torch.uint8 if dtype == torch.bool else dtype
+    if not buf:
+        return torch.zeros(shape, dtype=dtype)
+    t = torch.frombuffer(bytearray(buf), dtype=store).reshape(shape)
+    return t.to(torch.bool) if dtype == torch.bool else t
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """bool (n,) -> uint8 (ceil(n/8),), bit i of byte j = mask[8j + i]."""
+    flat = mask.flatten().to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    flat = torch.cat([flat, flat.new_zeros(pad)]).view(-1, 8)
+    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.int32)
+    return (flat.to(torch.int32) * weights).sum(1).to(torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """uint8 (ceil(n/8),) -> bool (n,), the inverse of :func:`pack_bits`."""
+    shifts = torch.arange(8, dtype=torch.int32)
+    bits = (packed.to(torch.int32)[:, None] >> shifts) & 1
+    return bits.flatten()[:n].to(torch.bool)
+
+
+def _csr_parts(w: torch.Tensor) -> dict:
+    """CSR of w viewed as (rows=w.shape[0], cols=rest): values (nnz,),
+    col (nnz,) int32, rowptr (rows+1,) int32."""
+    w2 = w.detach().cpu().reshape(w.shape[0], -1)
+    nz = w2 != 0
+    rows, cols = torch.nonzero(nz, as_tuple=True)           # row-major order
+    counts = nz.sum(1)
+    rowptr = torch.zeros(w2.shape[0] + 1, dtype=torch.int64)
+    rowptr[1:] = torch.cumsum(counts, 0)
+    return dict(values=w2[rows, cols], col=cols.to(torch.int32), rowptr=rowptr.to(torch.int32))
+
+
+def _bitmask_parts(w: torch.Tensor) -> dict:
+    """values (nnz,) in row-major order and bits (ceil(n/8),) uint8."""
+    flat = w.detach().cpu().flatten()
+    nz = flat != 0
+    return dict(values=flat[nz], bits=pack_bits(nz))
+
+
+def _encode(name: str, t: torch.Tensor, fmt: str) -> tuple[dict, list[bytes]]:
+    """Header entry and byte chunks of one tensor in format `fmt` ('dense', 'csr', 'bitmask')."""
+    entry = dict(name=name, fmt=fmt, dtype=str(t.dtype), shape=list(t.shape))
+    if fmt == "dense":
+        chunks = {"data": _raw(t)}
+    elif fmt == "csr":
+        chunks = {k: _raw(v) for k, v in _csr_parts(t).items()}
+    else:
+        chunks = {k: _raw(v) for k, v in _bitmask_parts(t).items()}
+    entry["parts"] = {k: len(v) for k, v in chunks.items()}
+    return entry, list(chunks.values())
+
+
+def _decode(entry: dict, chunks: dict) -> torch.Tensor:
+    """The dense tensor of one header entry, from its byte chunks {part: bytes}."""
+    dtype, shape = _DTYPES[entry["dtype"]], tuple(entry["shape"])
+    n = math.prod(shape)
+    if entry["fmt"] == "dense":
+        return _from_raw(chunks["data"], dtype, shape)
+    values = _from_raw(chunks["values"], dtype, (-1,)) if chunks["values"] else torch.zeros(0, dtype=dtype)
+    if entry["fmt"] == "csr":
+        rows = shape[0]
+        cols = n // rows if rows else 0
+        col = _from_raw(chunks["col"], torch.int32, (-1,)).long() if chunks["col"] else torch.zeros(0, dtype=torch.long)
+        rowptr = _from_raw(chunks["rowptr"], torch.int32, (rows + 1,)).long()
+        row = torch.repeat_interleave(torch.arange(rows), rowptr[1:] - rowptr[:-1])
+        out = torch.zeros(rows, cols, dtype=dtype)
+        out[row, col] = values
+        return out.reshape(shape)
+    keep = unpack_bits(_from_raw(chunks["bits"], torch.uint8, (-1,)), n)
+    out = torch.zeros(n, dtype=dtype)
+    out[keep] = values
+    return out.reshape(shape)
+
+
+def _pick(t: torch.Tensor, fmt: str) -> str:
+    """The format used for a counted weight: `fmt`, or for 'best' the smallest."""
+    if fmt != "best":
+        return fmt
+    sizes = {f: sum(len(c) for c in _encode("", t, f)[1]) for f in ("dense", "csr", "bitmask")}
+    return min(sizes, key=sizes.get)
+
+
+def _check_fmt(fmt) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt={fmt!r} is not one of {FORMATS}")
+    return fmt
+
+
+# --------------------------------------------------------------------------- save / load
+
+def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
+    """Write `model`'s weights (mask buffers excluded) to `path` atomically:
+    Conv/Linear weights in `fmt` ('csr' | 'bitmask' | 'dense' | 'best'), every
+    other tensor dense. Returns {'path', 'bytes', 'header_bytes', 'formats': {weight: fmt}}."""
+    _check_fmt(fmt)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    counted = {f"{n}.weight" for n in prunable(model)}
+    entries, chunks = [], []
+    for name, t in weight_state(model).items():
+        entry, parts = _encode(name, t, _pick(t, fmt) if name in counted else "dense")
+        entries.append(entry)
+        chunks += parts
+    payload = b"".join(chunks)
+    header = json.dumps(dict(tensors=entries, sha256=hashlib.sha256(payload).hexdigest()),
+                        separators=(",", ":")).encode()
+    blob = MAGIC + struct.pack("<Q", len(header)) + header + payload
+    atomic_write_bytes(blob, path)
+    return dict(path=Path(path), bytes=len(blob), header_bytes=len(MAGIC) + 8 + len(header),
+                formats={e["name"]: e["fmt"] for e in entries if e["name"] in counted})
+
+
+def read(path: Path | str) -> dict[str, torch.Tensor]:
+    """The dense state dict stored in a sparse file. Raises ValueError naming
+    the file when it is not a labkit sparse file, is truncated, or fails its checksum."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + 8:
+        raise ValueError(f"{path} is not a labkit sparse file (expected it to start with {MAGIC!r})")
+    (hlen,) = struct.unpack("<Q", raw[len(MAGIC):len(MAGIC) + 8])
+    start = len(MAGIC) + 8
+    try:
+        header = json.loads(raw[start:start + hlen])
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: corrupt header ({e})") from e
+    payload = raw[start + hlen:]
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise ValueError(f"{path}: payload is truncated or corrupt (sha256 mismatch)")
+    state, pos = {}, 0
+    for entry in header["tensors"]:
+        parts = {}
+        for part, n in entry["parts"].items():
+            parts[part] = payload[pos:pos + n]
+            pos += n
+        state[entry["name"]] = _decode(entry, parts)
+    return state
+
+
+@torch.no_grad()
+def load(model: nn.Module, path: Path | str, masks: bool = False) -> nn.Module:
+    """Load a sparse file into `model` (same architecture) in place and return it.
+    masks=True also attaches weight_mask buffers (weight != 0) to every Conv/Linear."""
+    state = read(path)
+    own = weight_state(model)
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this {type(model).__name__}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, t in state.items():
+        if tuple(own[name].shape) != tuple(t.shape):
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(t.shape)}, "
+                             f"the model expects {tuple(own[name].shape)}")
+        own[name].copy_(t)
+    if masks:
+        from .prune.masks import set_mask
+
+        for m in prunable(model).values():
+            set_mask(m, m.weight != 0)
+    return model
+
+
+def disk_report(model: nn.Module, folder: Path | str | None = None) -> dict:
+    """Bytes on disk of `model` in each sparse format next to the theory.
+
+    Returns MiB: {csr_disk_mib, bitmask_disk_mib, dense_disk_mib, best_disk_mib}
+    (the real file sizes) and {csr_mib, bitmask_mib, dense_mib} from
+    metrics.size_table (the theory: values + indices of the counted weights,
+    other parameters dense; buffers and the header are not in the theory).
+    """
+    from .metrics import MIB, size_table
+
+    theory = size_table(model)
+    out = {k: theory[k] for k in ("csr_mib", "bitmask_mib", "dense_mib")}
+    with tempfile.TemporaryDirectory(prefix="labkit-sparse-") as tmp:
+        for fmt in ("csr", "bitmask", "dense", "best"):
+            info = save(model, Path(tmp) / f"{fmt}.lks", fmt)
+            out[f"{fmt}_disk_mib"] = info["bytes"] / MIB
+    buffers = sum(b.numel() * b.element_size() for n, b in model.named_buffers() if not n.endswith("weight_mask"))
+    out["buffers_mib"] = buffers / MIB
+    return out
+
+
+# --------------------------------------------------------------------------- CSR inference
+
+class CSRLinear(nn.Module):
+    """y = x @ W.T (+ b) with W (out, in) held as a sparse CSR tensor.
+
+    x (B, in) -> y (B, out); computed as (W_csr @ x.T).T with torch's sparse
+    kernels. Inference only (no gradients).
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"CSRLinear wraps an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight.detach().cpu().float()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            self.weight = w.to_sparse_csr()
+        self.bias = None if linear.bias is None else linear.bias.detach().cpu().float().clone()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"CSRLinear expects input (B, {self.in_features}), got {tuple(x.shape)}")
+        y = torch.sparse.mm(self.weight, x.t()).t()
+        return y + self.bias if self.bias is not None else y
+
+    def __deepcopy__(self, memo):
+        new = CSRLinear.__new__(CSRLinear)
+        nn.Module.__init__(new)
+        new.weight = self.weight.clone()
+        new.bias = None if self.bias is None else self.bias.clone()
+        new.in_features, new.out_features = self.in_features, self.out_features
+        return new
+
+    def extra_repr(self) -> str:
+        nnz = self.weight.values().numel()
+        return f"in={self.in_features}, out={self.out_features}, nnz={nnz} ({1 - nnz / (self.in_features * self.out_features):.1%} sparse)"
+
+
+def to_csr(model: nn.Module) -> nn.Module:
+    """A CPU copy of `model` (eval mode) whose nn.Linear layers are CSRLinear.
+    Other layers are kept; Conv layers are left dense."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    m = copy.deepcopy(model).cpu().eval()
+    linears = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer to run in CSR")
+    for name, lin in linears:
+        parent_name, _, child = name.rpartition(".")
+        parent = m.get_submodule(parent_name) if parent_name else m
+        setattr(parent, child, CSRLinear(lin))
+    return m
+
+
+def _check_batches(batches) -> tuple:
+    batches = tuple(batches)
+    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
+        raise ValueError(f"batches={batches!r} must be positive integers")
+    return batches
+
+
+def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256),
+              prune=None, min_run_time: float = 0.3, threads: int | None = None) -> list[dict]:
+    """CPU latency of dense vs CSR inference across sparsities.
+
+    For each s in `sparsities`: prune a copy of `model` to s (default: per-tensor
+    magnitude on every Linear; `prune(model, s)` to change it), then time both
+    the dense model and :func:`to_csr` of it on batches of `batches` inputs
+    (input_shape without the batch dim). Returns one row per (sparsity, batch):
+    {sparsity, batch, dense_ms, csr_ms, speedup (= dense / csr)}.
+    """
+    from .metrics import latency
+    from .prune.magnitude import prune_per_tensor
+
+    sparsities = [check_fraction("sparsity", s) for s in sparsities]
+    batches = _check_batches(batches)
+    if prune is None:
+        def prune(m, s):
+            names = [n for n, mod in m.named_modules() if isinstance(mod, nn.Linear)]
+            return prune_per_tensor(m, s, layers=names)
+    base = copy.deepcopy(model).cpu().eval()
+    rows = []
+    for s in sparsities:
+        dense = copy.deepcopy(base)
+        if s > 0:
+            prune(dense, s)
+        sparse = to_csr(dense)
+        for b in batches:
+            d = latency(dense, input_shape, batch=b, threads=threads, min_run_time=min_run_time)
+            c = latency(sparse, input_shape, batch=b, threads=threads, min_run_time=min_run_time)
+            rows.append(dict(sparsity=s, batch=b, dense_ms=1e3 * d, csr_ms=1e3 * c, speedup=d / c))
+    return rows
+
+
+def crossover(rows: list[dict], batch: int) -> float | None:
+    """The lowest sparsity from which CSR stays faster than dense (speedup > 1
+    at that and every higher measured sparsity) for `batch`; None if never."""
+    pts = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == batch)
+    if not pts:
+        raise ValueError(f"no rows for batch={batch!r}; batches present: {sorted({r['batch'] for r in rows})}")
+    best = None
+    for s, sp in reversed(pts):
+        if sp <= 1:
+            break
+        best = s
+    return best
+
+
+__all__ = ["save", "read", "load", "disk_report", "pack_bits", "unpack_bits", "CSRLinear", "to_csr",
+           "csr_study", "crossover", "FORMATS"]

@@ -1,0 +1,150 @@
+"""Datasets: synthetic stand-ins, real-format loaders on tiny files, the DeviceLoader."""
+import gzip
+import hashlib
+import struct
+
+import pytest
+import torch
+
+import labkit as lk
+from labkit import data as D
+
+
+def test_synthetic_is_deterministic_and_shaped():
+    a, b = D.load("synthetic-mnist"), D.load("synthetic-mnist")
+    assert a.hash == b.hash and torch.equal(a.train.x, b.train.x)
+    assert a.shape == (1, 28, 28) and a.train.x.dtype == torch.uint8
+    c = D.load("synthetic-cifar10")
+    assert c.shape == (3, 32, 32) and c.synthetic and "NOT real" in c.test_label
+    assert sorted(c.test.y.unique().tolist()) == list(range(10))
+
+
+def test_synthetic_normalises_like_real():
+    d = D.load("synthetic-cifar10")
+    x, _ = next(iter(d.loader("train", 2000)))
+    assert abs(x.mean().item()) < 0.6 and 0.5 < x.std().item() < 2.0
+
+
+def test_val_split_deterministic_disjoint():
+    d1, d2 = D.load("synthetic-mnist", val_size=300), D.load("synthetic-mnist", val_size=300)
+    assert torch.equal(d1.val.x, d2.val.x) and len(d1.val) == 300 and len(d1.train) == 4000 - 300
+    rows = lambda s: {hashlib.md5(x.numpy().tobytes()).hexdigest() + str(int(y)) for x, y in zip(s.x, s.y)}
+    # samples can repeat in synthetic data, so compare index sets through the permutation instead
+    perm = torch.randperm(4000, generator=torch.Generator().manual_seed(D.VAL_SEED))
+    assert len(set(perm[:300].tolist()) & set(perm[300:].tolist())) == 0
+    assert rows(d1.val) == rows(d2.val)
+
+
+def test_train_subset_is_labelled():
+    d = D.load("synthetic-mnist", train_subset=1000)
+    assert len(d.train) == 1000 and any("SUBSET" in n for n in d.notes)
+
+
+def test_loader_covers_every_sample_once_and_reshuffles():
+    d = D.load("synthetic-mnist")
+    loader = d.loader("train", 256, shuffle=True, seed=3)
+    ys1 = torch.cat([y for _, y in loader])
+    ys2 = torch.cat([y for _, y in loader])
+    assert len(ys1) == len(d.train)
+    assert torch.equal(ys1.sort().values, d.train.y.sort().values)
+    assert not torch.equal(ys1, ys2)  # a new order each epoch
+    again = d.loader("train", 256, shuffle=True, seed=3)
+    assert torch.equal(torch.cat([y for _, y in again]), ys1)  # same seed, same order
+
+
+def test_crop_flip_shapes_and_content():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float).view(2, 3, 8, 8)
+    y = D.crop_flip(x, pad=2)
+    assert y.shape == x.shape
+    # every output row is a (possibly mirrored) window of the padded input row
+    torch.manual_seed(1)
+    z = D.crop_flip(torch.ones(4, 3, 8, 8))
+    assert torch.equal(z, torch.ones(4, 3, 8, 8))  # reflect padding of a constant image is constant
+
+
+def _write_idx(path, arr, magic):
+    with gzip.open(path, "wb") if str(path).endswith(".gz") else open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", s) for s in arr.shape))
+        f.write(arr.numpy().tobytes())
+
+
+def tiny_mnist(root, n=20):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix in ("train", "t10k"):
+        imgs = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+        labels = (torch.arange(n) % 10).to(torch.uint8)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", imgs, 2051)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 2049)
+    return raw
+
+
+def test_mnist_reads_torchvision_layout(tmp_path):
+    tiny_mnist(tmp_path)
+    d = D.load("mnist", root=tmp_path, val_size=5)
+    assert d.shape == (1, 28, 28) and len(d.train) == 15 and len(d.test) == 20
+    assert d.test_label.startswith("MNIST test set")
+
+
+def test_mnist_rejects_corrupt_gz(tmp_path):
+    raw = tiny_mnist(tmp_path)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"not the real file")
+    with pytest.raises(ValueError, match="corrupt.*md5"):
+        D.load("mnist", root=tmp_path)
+
+
+def test_mnist_missing_names_files(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        D.load("mnist", root=tmp_path)
+
+
+def test_data_hash_changes_with_data(tmp_path):
+    tiny_mnist(tmp_path / "a")
+    tiny_mnist(tmp_path / "b")
+    p = tmp_path / "b" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    raw = bytearray(p.read_bytes())
+    raw[-1] = (raw[-1] + 1) % 10
+    p.write_bytes(bytes(raw))
+    assert D.load("mnist", root=tmp_path / "a", val_size=5).hash != D.load("mnist", root=tmp_path / "b", val_size=5).hash
+
+
+def tiny_tree(root, classes=("cat", "dog"), per=3, size=8):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for i, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True)
+            for j in range(per):
+                Image.new("RGB", (size, size), (40 * i + j,) * 3).save(root / split / c / f"{j}.png")
+    return root
+
+
+def test_imagefolder_tree(tmp_path, tmp_env):
+    tiny_tree(tmp_path / "tree")
+    d = D.load("cifar10", folder=tmp_path / "tree", val_size=2)
+    assert d.classes == ("cat", "dog") and len(d.test) == 6 and d.shape == (3, 8, 8)
+    assert "SUBSET" in d.test_label and int(d.test.x[0, 0, 0, 0]) == 0
+    d2 = D.load("cifar10", folder=tmp_path / "tree", val_size=2)  # from the decode cache
+    assert d2.hash == d.hash
+
+
+def test_imagefolder_cache_corruption_is_rebuilt(tmp_path, tmp_env):
+    tiny_tree(tmp_path / "tree")
+    d = D.load("cifar10", folder=tmp_path / "tree", val_size=2)
+    (entry,) = (tmp_env / "cache").glob("imagefolder-*.pt")
+    entry.write_bytes(entry.read_bytes()[:-10])
+    with pytest.warns(UserWarning, match="corrupt"):
+        d2 = D.load("cifar10", folder=tmp_path / "tree", val_size=2)
+    assert d2.hash == d.hash
+
+
+def test_configure_loads_data_and_prints_stamp(capsys):
+    cfg = lk.configure("smoke", {"smoke": dict(a=1)}, lab="t", dataset="cifar10")
+    out = capsys.readouterr().out
+    assert cfg.dataset == "synthetic-cifar10" and cfg.data.synthetic
+    for word in ("torch", "profile smoke", "seed 0", "SYNTHETIC", "sha256 " + cfg.data.hash, "git"):
+        assert word in out

@@ -1,0 +1,66 @@
+"""Counts, size accounting, MACs and latency on models whose answers are known by hand."""
+import pytest
+import torch
+from torch import nn
+
+import labkit as lk
+from labkit.metrics import MIB
+
+
+def test_param_counts_of_the_three_models():
+    assert lk.metrics.count_params(lk.models.build("mlp")) == 784 * 1000 + 1000 * 1000 + 1000 * 500 + 500 * 200 + 200 * 10
+    assert lk.metrics.count_params(lk.models.build("vgg")) == 9_228_362
+    assert lk.metrics.count_params(lk.models.build("resnet18")) == 11_173_962
+
+
+def test_vgg_dense_mib_is_35_20():
+    assert round(lk.metrics.size_table(lk.models.build("vgg"))["dense_mib"], 2) == 35.20
+
+
+def test_size_table_by_hand():
+    m = nn.Sequential(nn.Linear(8, 4, bias=True))
+    with torch.no_grad():
+        m[0].weight.zero_()
+        m[0].weight[0, :3] = 1.0   # 3 nonzeros in row 0
+        m[0].weight[2, 7] = 2.0    # 1 nonzero in row 2
+        m[0].bias.fill_(1.0)
+    t = lk.metrics.size_table(m)
+    assert t["dense_mib"] == pytest.approx(36 * 4 / MIB)
+    assert t["nonzero_mib"] == pytest.approx(8 * 4 / MIB)          # 4 weights + 4 biases
+    assert t["csr_mib"] == pytest.approx((4 * 4 + 4 * 4 + 5 * 4 + 4 * 4) / MIB)  # vals, cols, rowptr, bias
+    assert t["bitmask_mib"] == pytest.approx((4 * 4 + 4 + 4 * 4) / MIB)          # vals, 32 bits, bias
+    assert t["physical_mib"] == t["dense_mib"] and t["gzip_mib"] > 0
+
+
+def test_physical_vs_reference():
+    big = lk.models.build("mlp", width=0.1)
+    small = lk.models.MLP(hidden=(10, 10, 5, 2))
+    t = lk.metrics.size_table(small, reference=big)
+    assert t["dense_mib"] == pytest.approx(lk.metrics.count_params(big) * 4 / MIB)
+    assert t["physical_mib"] == pytest.approx(lk.metrics.count_params(small) * 4 / MIB)
+
+
+def test_macs_linear_and_conv_by_hand():
+    m = nn.Sequential(nn.Linear(10, 5, bias=False))
+    assert lk.metrics.macs(m, (10,)) == dict(macs=50, nonzero_macs=50)
+    lk.prune.prune_layer(m, "0", 0.4)
+    assert lk.metrics.macs(m, (10,)) == dict(macs=50, nonzero_macs=30)
+    c = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False))
+    assert lk.metrics.macs(c, (3, 8, 8))["macs"] == 4 * 3 * 9 * 8 * 8
+
+
+def test_gzip_excludes_masks():
+    m = lk.models.build("mlp", width=0.05)
+    lk.prune.prune_per_tensor(m, 0.5)
+    with_masks = lk.metrics.gzip_bytes(m)
+    lk.prune.remove_masks(m)
+    assert lk.metrics.gzip_bytes(m) == with_masks
+
+
+def test_latency_and_measure_fields():
+    m = lk.models.build("mlp", width=0.05)
+    out = lk.metrics.measure(m, (1, 28, 28))
+    for key in ("params", "nonzeros", "sparsity", "dense_mib", "nonzero_mib", "csr_mib", "bitmask_mib",
+                "gzip_mib", "physical_mib", "macs", "nonzero_macs", "latency_cpu_ms"):
+        assert key in out
+    assert out["latency_cpu_ms"] > 0 and out["sparsity"] == 0.0

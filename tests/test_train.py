@@ -1,0 +1,59 @@
+"""Training: it learns, it stops on NaN, it caches and rebuilds corrupt entries, it repeats."""
+import pytest
+import torch
+
+import labkit as lk
+
+
+def test_fit_learns_synthetic(tiny_data):
+    m = lk.models.build("mlp", width=0.1)
+    h = lk.train.fit(m, tiny_data, epochs=3, lr=0.05, batch_size=128, progress=False)
+    assert len(h.epochs) == 3 and h.epochs[-1]["train_loss"] < h.epochs[0]["train_loss"]
+    assert lk.train.evaluate(m, tiny_data) > 0.5  # 10 classes: chance is 0.1
+
+
+def test_nan_loss_names_epoch_and_step(tiny_data):
+    m = lk.models.build("mlp", width=0.1)
+    with torch.no_grad():
+        m.fc1.weight[0, 0] = float("nan")
+    with pytest.raises(lk.train.TrainingDiverged, match=r"epoch 1, step 1\b"):
+        lk.train.fit(m, tiny_data, epochs=1, lr=0.05, batch_size=128, progress=False)
+
+
+def test_same_seed_same_numbers(tiny_data):
+    runs = []
+    for _ in range(2):
+        lk.config.seed_everything(0)
+        m = lk.models.build("mlp", width=0.1)
+        h = lk.train.fit(m, tiny_data, epochs=1, lr=0.05, batch_size=128, seed=0, progress=False)
+        runs.append((h.epochs[0]["train_loss"], lk.train.evaluate(m, tiny_data), m.fc1.weight.clone()))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1] and torch.equal(runs[0][2], runs[1][2])
+
+
+def test_dense_cache_hit_and_corrupt_rebuild(tiny_data, tmp_env, capsys):
+    kw = dict(width=0.1, epochs=1)
+    m1, h1 = lk.train.dense("mlp", tiny_data, "smoke", **kw)
+    (entry,) = (tmp_env / "cache" / "models").glob("mlp-*.pt")
+    m2, h2 = lk.train.dense("mlp", tiny_data, "smoke", **kw)
+    assert "loaded from cache" in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flip a byte in the middle
+    entry.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="corrupt"):
+        m3, _ = lk.train.dense("mlp", tiny_data, "smoke", **kw)
+    assert "loaded from cache" not in capsys.readouterr().out
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m3.state_dict().values()))
+    assert lk.io.load_verified(entry) is not None  # rebuilt entry is sound
+
+
+def test_cache_key_changes_with_recipe(tiny_data):
+    a = lk.train.cache_key("mlp", 0.1, tiny_data, dict(epochs=1), 0)
+    assert a != lk.train.cache_key("mlp", 0.1, tiny_data, dict(epochs=2), 0)
+    assert a != lk.train.cache_key("mlp", 0.1, tiny_data, dict(epochs=1), 1)
+
+
+def test_lr_schedule_shape():
+    lrs = [lk.train.lr_at(s, 100, 1.0, 0.1, "linear") for s in range(100)]
+    assert lrs[9] == pytest.approx(1.0) and lrs[0] < lrs[9] and lrs[-1] < 0.02
+    assert max(lrs) == pytest.approx(1.0)
