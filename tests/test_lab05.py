@@ -186,9 +186,12 @@ def test_two_four_skips_rgb_conv_by_default_and_rejects_it_by_name():
 
 
 def test_two_four_masks_survive_fine_tuning(tiny_data):
-    model = lk.models.build("mlp", width=0.1)
+    import dataclasses
+
+    small = dataclasses.replace(tiny_data, train=lk.data.Split(tiny_data.train.x[:512], tiny_data.train.y[:512]))
+    model = lk.models.build("mlp", width=0.2)
     lk.prune.prune_nm(model)
-    lk.train.fine_tune(model, tiny_data, epochs=1, lr=0.05, batch_size=256, progress=False)
+    lk.train.fine_tune(model, small, epochs=2, lr=0.05, batch_size=64, progress=False)
     for name in ("fc1", "fc2", "fc5"):
         w = getattr(model, name).weight.detach()
         assert lk.prune.is_nm(w), name
