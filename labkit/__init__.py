@@ -6,7 +6,7 @@ config -> io -> data -> models -> train -> prune -> sensitivity -> metrics
 """
 __version__ = "0.1.0"
 
-from . import config, data, io, metrics, models, plots, prune, recipes, results, sensitivity, train  # noqa: E402
+from . import config, data, io, metrics, models, plots, prune, recipes, results, sensitivity, sparse, train  # noqa: E402
 from .config import Config  # noqa: E402
 
 
