@@ -1,0 +1,158 @@
+"""labkit's performance figures: each row times two ways of doing the same work
+side by side in ONE process (interleaved repeats, median) and prints the ratio.
+
+    python benchmarks/run.py            # all rows
+    python benchmarks/run.py loader     # rows whose name contains 'loader'
+
+Data: real MNIST / CIFAR-10 when $LABKIT_DATA / $LABKIT_CIFAR10_FOLDER point at
+them (the Makefile sets both on the dev/CI machines), synthetic otherwise; each
+row says which. Tests never assert on these numbers.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import labkit as lk
+
+REPEATS = 3
+
+
+def median_time(fn, repeats=REPEATS):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def side_by_side(a, b, repeats=REPEATS):
+    """Median seconds of a() and b(), run alternately after one warm-up each."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, acc in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def load(name, fallback):
+    try:
+        return lk.data.load(name), "real"
+    except (FileNotFoundError, ValueError):
+        return lk.data.load(fallback), "SYNTHETIC"
+
+
+def train_steps(model, batches, opt):
+    for x, y in batches:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def torchvision_loader(data, batch, augment, workers=0):
+    """The classic pipeline: a Dataset of PIL images + transforms + DataLoader."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    class DS(torch.utils.data.Dataset):
+        def __init__(self, split, tf):
+            self.x, self.y, self.tf = split.x, split.y, tf
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            img = self.x[i]
+            img = Image.fromarray(img[0].numpy(), "L") if img.shape[0] == 1 else \
+                Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB")
+            return self.tf(img), int(self.y[i])
+
+    tfs = ([T.RandomCrop(data.shape[1], padding=4, padding_mode="reflect"), T.RandomHorizontalFlip()]
+           if augment else []) + [T.ToTensor(), T.Normalize(data.mean, data.std)]
+    return torch.utils.data.DataLoader(DS(data.train, T.Compose(tfs)), batch_size=batch, shuffle=True,
+                                       drop_last=True, num_workers=workers)
+
+
+def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
+    """labkit's DeviceLoader epoch vs torchvision DataLoader+transforms epoch."""
+    data.train = lk.data.Split(data.train.x[:n_train], data.train.y[:n_train])
+    model = lk.models.build(model_name, width=width)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    ours = data.loader("train", batch, shuffle=True, augment=augment, drop_last=True)
+    theirs = torchvision_loader(data, batch, augment)
+    t_ours, t_theirs = side_by_side(lambda: train_steps(model, ours, opt), lambda: train_steps(model, theirs, opt))
+    steps = len(ours)
+    x, y = next(iter(ours))
+    fixed = [(x, y)] * steps
+    t_pure = median_time(lambda: train_steps(model, fixed, opt))
+    return [
+        (f"{name}: DataLoader+transforms epoch / labkit epoch", t_theirs / t_ours,
+         f"{kind} {data.name}, {n_train} images, batch {batch}, {model_name} w={width}"),
+        (f"{name}: labkit epoch / pure compute (fixed batch)", t_ours / t_pure, "goal <= 1.05"),
+    ]
+
+
+def masked_row():
+    data, kind = load("mnist", "synthetic-mnist")
+    n = 12800
+    data.train = lk.data.Split(data.train.x[:n], data.train.y[:n])
+    dense = lk.models.build("mlp")
+    masked = copy.deepcopy(dense)
+    lk.prune.prune_global(masked, 0.9)
+    kw = dict(epochs=1, lr=0.01, batch_size=128, progress=False, warmup=0.0)
+    t_dense, t_masked = side_by_side(lambda: lk.train.fit(dense, data, **kw),
+                                     lambda: lk.train.fit(masked, data, **kw))
+    return [("masked fine-tune epoch / dense epoch (MLP)", t_masked / t_dense,
+             f"{kind} {data.name}, {n} images; goal <= 1.10")]
+
+
+def channel_row():
+    """Latency speed-up of a channel-pruned VGG vs its MACs ratio (CPU)."""
+    model = lk.models.build("vgg", width=0.5).eval()
+    keep = {i: lk.prune.l2_ranking(model, i)[: c // 2] for i, c in enumerate(model.channels[:-1])}
+    small = lk.prune.shrink_vgg(model, keep).eval()
+    macs_ratio = lk.metrics.macs(model, (3, 32, 32))["macs"] / lk.metrics.macs(small, (3, 32, 32))["macs"]
+    rows = []
+    for batch in (1, 64):
+        t_big = lk.metrics.latency(model, (3, 32, 32), batch=batch)
+        t_small = lk.metrics.latency(small, (3, 32, 32), batch=batch)
+        speed = t_big / t_small
+        rows.append((f"channel-pruned VGG speed-up / MACs ratio, batch {batch}", speed / macs_ratio,
+                     f"speed-up {speed:.2f}x vs MACs {macs_ratio:.2f}x; goal >= 0.9"))
+    return rows
+
+
+def rows(only: str | None):
+    tasks = {
+        "loader-mnist": lambda: epoch_row("MNIST MLP", *load("mnist", "synthetic-mnist"), "mlp", 1.0, 128, False, 12800),
+        "loader-cifar": lambda: epoch_row("CIFAR CNN + augmentation", *load("cifar10", "synthetic-cifar10"),
+                                          "vgg", 0.125, 128, True, 5120),
+        "masked": masked_row,
+        "channels": channel_row,
+    }
+    for name, task in tasks.items():
+        if only is None or only in name:
+            yield from task()
+
+
+def main():
+    torch.manual_seed(0)
+    only = sys.argv[1] if len(sys.argv) > 1 else None
+    print(f"labkit benchmarks | torch {torch.__version__} | {lk.config.device_name(torch.device('cpu'))}")
+    print(f"{'measure':62s} {'ratio':>7s}  conditions")
+    for label, ratio, note in rows(only):
+        print(f"{label:62s} {ratio:7.2f}  {note}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
