@@ -98,7 +98,7 @@ def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None
     os.environ["LABKIT_PROGRESS"] = "0"  # progress is the runner's; reports stay clean
     if config.cifar10_folder() is not None:
         os.environ["LABKIT_CIFAR10_FOLDER"] = str(config.cifar10_folder())
-    runs = []
+    runs, t0 = [], time.perf_counter()
     for i, src in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {src.name} (profile {profile}) ...", flush=True)
         r = run_one(src, out_dir, profile, parameters or {}, progress)
@@ -108,7 +108,7 @@ def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None
     write_index(out_dir, profile, runs)
     failed = [r["name"] for r in runs if not r["ok"]]
     print(f"\nreport in {out_dir}: {len(runs) - len(failed)} ok, {len(failed)} failed"
-          + (f" ({', '.join(failed)})" if failed else ""))
+          + (f" ({', '.join(failed)})" if failed else "") + f"; total {time.perf_counter() - t0:.0f} s")
     return 1 if failed else 0
 
 

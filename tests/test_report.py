@@ -23,7 +23,7 @@ def failing_notebook(path: Path) -> None:
     nbformat.write(nb, str(path))
 
 
-def test_smoke_report_end_to_end(tmp_path):
+def test_smoke_report_end_to_end(tmp_path, capsys):
     books = tmp_path / "notebooks"
     books.mkdir()
     for nb in (ROOT / "notebooks").glob("*.ipynb"):
@@ -33,6 +33,8 @@ def test_smoke_report_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "labkit", "report", "--profile", "smoke", "--notebooks",
                            str(books), "--no-progress"], env=env, capture_output=True, text=True, timeout=900)
     out_dir = tmp_path / "reports" / "smoke"
+    with capsys.disabled():  # the smoke report's timings belong in the CI log
+        print("\n" + "\n".join(l for l in proc.stdout.splitlines() if l.startswith(("[", "report in"))))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "1 failed (00_fails)" in proc.stdout
     failed = json.loads((out_dir / "00_fails.FAILED.ipynb").read_text())
