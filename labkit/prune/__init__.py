@@ -18,3 +18,7 @@ __all__ += ["is_nm", "nm_layers", "nm_mask", "prune_nm"]
 from . import greedy, sss  # noqa: E402
 
 __all__ += ["greedy", "sss"]
+
+from . import schedules  # noqa: E402
+
+__all__ += ["schedules"]

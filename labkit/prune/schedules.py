@@ -1,0 +1,191 @@
+"""Pruning schedules: one-shot, iterative, gradual (AGP), and the runner that
+prunes globally, measures the drop, and fine-tunes (or rewinds and retrains).
+
+Every sparsity here is ABSOLUTE and GLOBAL: the fraction of all Conv/Linear
+weights that are zero after the step (labkit.prune.prune_global).
+
+- :func:`oneshot`: the targets themselves, each reached from the dense model.
+- :func:`iterative`: prune `rate` of the REMAINING weights per round, so after
+  round k the global sparsity is 1 - (1 - rate)^k (0.20, 0.36, 0.49, ... at 20%).
+- :func:`agp`: Zhu & Gupta's gradual schedule, s_t = s_f + (s_i - s_f)(1 - t/n)^3,
+  t = 1..n: big steps while many redundant weights remain, small ones near the end.
+- :func:`run`: apply a list of sparsities to one model in order; after each
+  prune record the accuracy right after pruning (the drop), then fine-tune with
+  the masks held (labkit.train.fine_tune), or, lottery-ticket style, first
+  reset the surviving weights to early-training values (:func:`rewind`).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..config import check_fraction
+from .magnitude import prune_global
+from .masks import enforce
+
+
+def _check_count(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+    return value
+
+
+def oneshot(targets) -> list[float]:
+    """The one-shot targets as floats, validated: each in [0, 1)."""
+    if isinstance(targets, (int, float)):
+        targets = [targets]
+    targets = [check_fraction("one-shot target", t) for t in targets]
+    if not targets:
+        raise ValueError("one-shot needs at least one target sparsity")
+    return targets
+
+
+def iterative(rounds: int, rate: float = 0.2) -> list[float]:
+    """Global sparsity after each of `rounds` rounds that prune `rate` of the
+    remaining weights: [1 - (1 - rate)^k for k = 1..rounds]."""
+    rounds = _check_count("rounds", rounds)
+    rate = check_fraction("rate", rate)
+    if rate == 0:
+        raise ValueError("rate=0 prunes nothing; use a rate in (0, 1)")
+    return [1 - (1 - rate) ** k for k in range(1, rounds + 1)]
+
+
+def rounds_to_reach(sparsity: float, rate: float = 0.2) -> int:
+    """Fewest iterative rounds whose global sparsity is >= `sparsity` (to 1e-9)."""
+    sparsity = check_fraction("sparsity", sparsity)
+    k = 0
+    while 1 - (1 - rate) ** k < sparsity - 1e-9:
+        k += 1
+    return k
+
+
+def agp(final: float, steps: int, initial: float = 0.0) -> list[float]:
+    """Automated gradual pruning (cubic): s_t = final + (initial - final)(1 - t/steps)^3
+    for t = 1..steps; the last value is `final`."""
+    final = check_fraction("final sparsity", final)
+    initial = check_fraction("initial sparsity", initial)
+    steps = _check_count("steps", steps)
+    if initial > final:
+        raise ValueError(f"initial={initial} must not exceed final={final}")
+    return [final + (initial - final) * (1 - t / steps) ** 3 for t in range(1, steps + 1)]
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the model's state (weights, norms; masks left out),
+    to rewind to later."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
+
+
+@torch.no_grad()
+def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Lottery-ticket rewind: reset every parameter and buffer to `state` (from
+    :func:`snapshot`), keep the masks, and zero the pruned weights again."""
+    if not isinstance(state, dict):
+        raise TypeError(f"rewind state must be a dict from snapshot(), not {type(state).__name__}")
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        raise ValueError(f"rewind state does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}")
+    for k, v in own.items():
+        if state[k].shape != v.shape:
+            raise ValueError(f"rewind state {k!r} has shape {tuple(state[k].shape)}, model has {tuple(v.shape)}")
+        v.copy_(state[k].to(v.device))
+    enforce(model)
+
+
+def early_weights(model_name: str, data, profile: str, *, seed: int = 0, rewind_epochs: int = 1,
+                  **overrides) -> dict[str, torch.Tensor]:
+    """Weights after the first `rewind_epochs` epochs of the dense recipe (with
+    non-None `overrides`, as labkit.train.dense takes them), replayed from
+    the same initialisation, seed, data order and augmentation as
+    labkit.train.dense (the cached dense run keeps no checkpoints).
+
+    The learning rate follows the dense run's linear warm-up (then stays
+    constant), so the replay is the dense run's own trajectory while it lies
+    inside the warm-up, and close to it after. Returns a :func:`snapshot`.
+    """
+    from .. import config, recipes, train
+    from ..models import build
+
+    epochs = _check_count("rewind_epochs", rewind_epochs)
+    hp = recipes.dense(model_name, profile, **overrides)
+    width, total = hp.pop("width"), hp.pop("epochs")
+    if epochs > total:
+        raise ValueError(f"rewind_epochs={epochs} exceeds the dense run's {total} epochs")
+    steps = len(data.loader("train", hp["batch_size"], drop_last=True))
+    warm_steps = max(1, int(hp.get("warmup", 0.1) * total * steps))  # the dense run's warm-up
+    hp["warmup"] = (warm_steps + 0.5) / (epochs * steps)
+    hp["schedule"] = "constant"
+    config.seed_everything(seed)
+    model = build(model_name, width=width)
+    train.fit(model, data, epochs=epochs, seed=seed, progress=False, desc="rewind point", **hp)
+    return snapshot(model)
+
+
+def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, batch_size: int,
+        evaluate: Callable[[nn.Module], float], rewind_to: dict | None = None,
+        on_step: Callable[[nn.Module, dict], None] | None = None, seed: int = 0,
+        acc_before: float | None = None, desc: str = "schedule", **fit_kw) -> list[dict]:
+    """Prune `model` in place to each global sparsity in `sparsities` (non-decreasing),
+    fine-tuning `epochs` epochs after each prune.
+
+    rewind_to: a :func:`snapshot`; when given, the surviving weights are reset
+      to it after each prune (lottery ticket) before training.
+    on_step(model, row): called after each step (e.g. to measure and record).
+    acc_before: the model's accuracy before the first step, when already known
+      (saves one evaluation); otherwise evaluate(model).
+    Returns one row per step: sparsity (target), global_sparsity (measured),
+    acc_pruned (right after pruning), drop (acc_before - acc_pruned),
+    acc_finetuned, epochs, total_epochs (fine-tuning so far), rewound, seconds
+    (prune + evaluate + fine-tune), seconds_per_epoch and images_per_s (fine-tuning).
+    """
+    from ..metrics import sparsity as global_sparsity  # metrics sits above prune: import late
+    from ..train import fine_tune
+
+    sparsities = [check_fraction("sparsity", s) for s in sparsities]
+    if any(b < a for a, b in zip(sparsities, sparsities[1:])):
+        raise ValueError(f"sparsities {sparsities} must be non-decreasing (masks only grow)")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs={epochs!r} must be a non-negative integer")
+    rows, total = [], 0
+    acc_before = evaluate(model) if acc_before is None else acc_before
+    for i, s in enumerate(sparsities):
+        t0 = time.perf_counter()
+        prune_global(model, s)
+        acc_pruned = evaluate(model)
+        if rewind_to is not None:
+            rewind(model, rewind_to)
+        sec_epoch = ips = float("nan")
+        if epochs > 0:
+            h = fine_tune(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + i,
+                          desc=f"{desc} {s:.3f}", **fit_kw)
+            sec_epoch, ips = h.seconds_per_epoch(), h.images_per_s()
+        total += epochs
+        acc = evaluate(model)
+        row = dict(step=i + 1, sparsity=s, global_sparsity=global_sparsity(model), acc_before=acc_before,
+                   acc_pruned=acc_pruned, drop=acc_before - acc_pruned, acc_finetuned=acc, epochs=epochs,
+                   total_epochs=total, rewound=rewind_to is not None,
+                   seconds=time.perf_counter() - t0, seconds_per_epoch=sec_epoch, images_per_s=ips)
+        rows.append(row)
+        if on_step is not None:
+            on_step(model, row)
+        acc_before = acc
+    return rows
+
+
+def oneshot_runs(model: nn.Module, data, targets, **kw) -> list[dict]:
+    """One-shot: for each target, a fresh copy of `model` pruned straight to it
+    and fine-tuned (see :func:`run` for the keywords). Rows as :func:`run`'s;
+    the pruned copies are in row['model']."""
+    rows, desc = [], kw.pop("desc", "one-shot")
+    for t in oneshot(targets):
+        m = copy.deepcopy(model)
+        row = run(m, data, [t], desc=desc, **kw)[0]
+        row["model"] = m
+        rows.append(row)
+    return rows
+
