@@ -190,3 +190,19 @@ def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
         raise ValueError(f"reference {type(reference).__name__} has no Conv/Linear weights")
     nz = sum(int(torch.count_nonzero(m.weight)) for m in prunable(model).values())
     return 1 - nz / ref
+
+
+def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds: int = 3,
+                    min_run_time: float = 0.2) -> dict[str, float]:
+    """{name: milliseconds}: CPU latency of each model (a forward of a (batch,
+    *input_shape) input) measured side by side: `rounds` passes over all models
+    in turn, keeping each model's fastest median, so a burst of load on a shared
+    machine hits every model alike instead of one."""
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds={rounds!r} must be a positive integer")
+    best = {name: math.inf for name in models}
+    for _ in range(rounds):
+        for name, m in models.items():
+            t = latency(m, input_shape, batch=batch, device="cpu", min_run_time=min_run_time)
+            best[name] = min(best[name], 1e3 * t)
+    return best

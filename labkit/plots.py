@@ -164,3 +164,43 @@ def layer_sparsity(tables: dict, title: str = "per-layer sparsity chosen by glob
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def sensitivity_curves(curves: dict, xs: list, baseline: float | None = None, plan: dict | None = None,
+                       xlabel: str = "sparsity (%)", cols: int = 3, title: str = "sensitivity scan"):
+    """One panel per layer: accuracy (%) after pruning only that layer, against
+    xs (fractions, shown in %). curves: {layer: [accuracy in [0, 1] per x]};
+    plan: {layer: chosen x}, drawn as a red vertical line."""
+    names = list(curves)
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.5 * rows), squeeze=False, sharey=True)
+    for ax, name in zip(axes.flat, names):
+        ax.plot([100 * x for x in xs], [100 * a for a in curves[name]], "o-", ms=3)
+        if baseline is not None:
+            ax.axhline(100 * baseline, color="gray", ls="--", lw=1)
+        if plan and name in plan:
+            ax.axvline(100 * plan[name], color="tab:red", lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("accuracy (%)", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def param_bars(counts: dict, title: str = "parameters per layer", log: bool = False):
+    """Bars of parameter counts per layer. counts: {series: {layer: count}}
+    (e.g. {'dense': ..., 'nonzero after pruning': ...}); layers from the first series."""
+    labels = list(next(iter(counts.values())))
+    fig = bars({s: [c.get(k, 0) for k in labels] for s, c in counts.items()},
+               [k.split(".")[-1] for k in labels], "parameters", title)
+    ax = fig.axes[0]
+    if log:
+        ax.set_yscale("log")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return fig

@@ -4,6 +4,10 @@
 - :func:`scan`: one layer at a time over a list of sparsities (sensitivity),
   restoring the model exactly after each point.
 - :func:`breakpoint`: the largest sparsity whose accuracy drop stays within a bound.
+- :func:`plan_for_size`: per-layer sparsities from the curves that reach a size
+  target with the least predicted drop; :func:`plan_size`, :func:`predicted_drop`.
+- :func:`iterate_sparsity`, :func:`choose_betas`: the iterate rule
+  s_new = s_prev + (1 - s_prev) x beta, beta read from re-scanned curves.
 """
 from __future__ import annotations
 
@@ -63,3 +67,164 @@ def breakpoint(sparsities: list, accuracies: list, baseline: float, max_drop: fl
             break
         best = s
     return best
+
+
+# ---------------------------------------------------------------- planning per-layer sparsities (lab 02)
+
+def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
+    """Curves name prunable layers of `model` and hold one accuracy per sparsity."""
+    from .config import check_fraction
+
+    layers = prunable(model)
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError("curves must be a non-empty dict {layer name: [accuracy per sparsity]}")
+    for s in sparsities:
+        check_fraction("sparsity in the scan grid", s)
+    if list(sparsities) != sorted(sparsities):
+        raise ValueError(f"sparsities must be increasing, got {list(sparsities)}")
+    for name, accs in curves.items():
+        if name not in layers:
+            raise ValueError(f"unknown layer {name!r} in the curves; prunable layers are {list(layers)}")
+        if len(accs) != len(sparsities):
+            raise ValueError(f"curve of {name!r} has {len(accs)} points for {len(sparsities)} sparsities")
+
+
+def plan_size(model: nn.Module, plan: dict) -> float:
+    """Fraction of the dense size (nonzero / all parameters) that `model` keeps
+    after pruning each layer of `plan` ({layer: absolute sparsity}) by magnitude;
+    layers not in the plan keep their current zeros."""
+    from .config import check_fraction
+    from .prune.magnitude import n_zeros
+
+    layers = prunable(model)
+    total = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    for name, s in plan.items():
+        if name not in layers:
+            raise ValueError(f"unknown layer {name!r} in the plan; prunable layers are {list(layers)}")
+        w = layers[name].weight
+        s = check_fraction(f"sparsity for layer {name!r}", s)
+        alive = int(torch.count_nonzero(w))
+        nonzero += min(alive, w.numel() - n_zeros(s, w.numel())) - alive
+    return nonzero / total
+
+
+def _drop(sparsities: list, accs: list, baseline: float):
+    """The predicted accuracy drop of one layer as a function of its sparsity:
+    piecewise linear through (0, 0) and the scanned points, never negative."""
+    xs = [0.0] + [float(s) for s in sparsities if s > 0]
+    ys = [0.0] + [max(0.0, baseline - a) for s, a in zip(sparsities, accs) if s > 0]
+
+    def f(s: float) -> float:
+        for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+            if s <= x1:
+                return y0 + (y1 - y0) * (s - x0) / (x1 - x0)
+        return ys[-1]
+    return f, xs[-1]
+
+
+def predicted_drop(curves: dict, sparsities: list, plan: dict, baseline: float) -> float:
+    """Sum over layers of the drop each layer's curve predicts at its planned
+    sparsity (the additivity assumption of sensitivity analysis; fraction)."""
+    return sum(_drop(sparsities, curves[n], baseline)[0](s) for n, s in plan.items() if n in curves)
+
+
+def plan_for_size(model: nn.Module, curves: dict, sparsities: list, target: float, baseline: float,
+                  max_sparsity: float | None = None, step: float = 0.01) -> dict[str, float]:
+    """Per-layer sparsities that bring `model` (dense) to `target` x its dense
+    size (nonzero / all parameters) with the least predicted accuracy drop.
+
+    curves: {layer: [accuracy at s for s in sparsities]} from :func:`scan`;
+    baseline: the unpruned accuracy the curves are compared to. Each layer's
+    predicted drop is interpolated linearly between scanned points; layers are
+    raised greedily along the lower convex hull of (removed weights, drop), the
+    cheapest drop per removed weight first, and the last move is cut so the size
+    lands on the target. Sparsities stay within the scanned range (or
+    `max_sparsity`). Raises ValueError when the target cannot be reached.
+    Returns {layer: sparsity} for every layer in `curves`.
+    """
+    _check_curves(model, curves, sparsities)
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise ValueError(f"target={target!r} must be a fraction of the dense size in (0, 1]")
+    layers = prunable(model)
+    total = sum(p.numel() for p in model.parameters())
+    sizes = {n: layers[n].weight.numel() for n in curves}
+    drops, tops = {}, {}
+    for n in curves:
+        drops[n], tops[n] = _drop(sparsities, curves[n], baseline)
+        if max_sparsity is not None:
+            tops[n] = min(tops[n], float(max_sparsity))
+    plan = {n: 0.0 for n in curves}
+    need = plan_size(model, plan) * total - target * total  # weights still to remove
+    if need > sum(sizes[n] * tops[n] for n in curves) + 0.5:
+        best = plan_size(model, tops)
+        raise ValueError(f"target={target} is out of reach: pruning every scanned layer to its largest "
+                         f"sparsity leaves {best:.4f} of the dense size")
+    grid = {n: [round(k * step, 10) for k in range(1, int(tops[n] / step + 1e-9) + 1)] + [tops[n]] for n in curves}
+    while need > 0.5:
+        best = None  # (cost per removed weight, layer, next sparsity)
+        for n in curves:
+            s0, d0 = plan[n], drops[n](plan[n])
+            for s1 in grid[n]:
+                if s1 <= s0 + 1e-12:
+                    continue
+                cost = (drops[n](s1) - d0) / (sizes[n] * (s1 - s0))
+                if best is None or cost < best[0] - 1e-15:
+                    best = (cost, n, s1)
+        if best is None:
+            break
+        _, n, s1 = best
+        removed = sizes[n] * (s1 - plan[n])
+        if removed >= need:  # cut the last move so the size lands on the target
+            s1 = plan[n] + need / sizes[n]
+            removed = need
+        plan[n] = s1
+        need -= removed
+    return {n: round(s, 6) for n, s in plan.items()}
+
+
+def iterate_sparsity(previous: float, beta: float) -> float:
+    """One iteration of sensitivity-guided pruning: s_new = s_prev + (1 - s_prev) x beta,
+    i.e. prune a further fraction `beta` of the weights that are still alive."""
+    from .config import check_fraction
+
+    previous = check_fraction("previous sparsity", previous)
+    beta = check_fraction("beta", beta)
+    return previous + (1 - previous) * beta
+
+
+def choose_betas(curves: dict, betas: list, baseline: float, max_drop: float = 0.01) -> dict[str, float]:
+    """{layer: beta}: for each re-scanned curve (accuracy at each beta), the
+    largest beta before the accuracy first falls more than `max_drop` below
+    `baseline` (0 when even the smallest beta does)."""
+    out = {}
+    for name, accs in curves.items():
+        b = breakpoint(betas, accs, baseline, max_drop)
+        out[name] = 0.0 if b != b else float(b)  # NaN: no beta stays within the bound
+    return out
+
+
+def scale_plan(model: nn.Module, plan: dict, target: float, tol: float = 1e-4) -> dict[str, float]:
+    """`plan` ({layer: sparsity}) moved to `target` x the dense size while keeping
+    its shape: every layer removes the same further fraction u of its live weights
+    (s' = s + (1 - s) u, the iterate rule) or, to grow, keeps s' = s (1 + u), u < 0.
+    u is found by bisection; the size lands within `tol` (plus rounding)."""
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise ValueError(f"target={target!r} must be a fraction of the dense size in (0, 1]")
+
+    def moved(u: float) -> dict:
+        return {n: (s + (1 - s) * u if u >= 0 else s * (1 + u)) for n, s in plan.items()}
+
+    lo, hi = -1.0, 1.0 - 1e-6
+    if plan_size(model, moved(hi)) > target + tol:
+        raise ValueError(f"target={target} is out of reach for this plan (its layers cannot go below "
+                         f"{plan_size(model, moved(hi)):.4f} of the dense size)")
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if plan_size(model, moved(mid)) > target:
+            lo = mid
+        else:
+            hi = mid
+        if abs(plan_size(model, moved(hi)) - target) <= tol:
+            break
+    return {n: round(s, 6) for n, s in moved(hi).items()}

@@ -19,6 +19,10 @@ from . import greedy, sss  # noqa: E402
 
 __all__ += ["greedy", "sss"]
 
+from .channels import channel_prune, sort_channels, uniform_keep, uniform_ratios  # noqa: E402
+
+__all__ += ["channel_prune", "sort_channels", "uniform_keep", "uniform_ratios"]
+
 from . import schedules  # noqa: E402
 
 __all__ += ["schedules"]

@@ -138,3 +138,93 @@ def l2_ranking(model: VGG, i: int, by: str = "next") -> torch.Tensor:
     else:
         raise ValueError(f"by={by!r} is not one of ('next', 'filter')")
     return torch.argsort(norms, descending=True, stable=True)
+
+
+# ---------------------------------------------------------------- uniform channel pruning (lab 02)
+
+def _conv_index(model: VGG, name) -> int:
+    """Conv index of `name` ('backbone.conv3', 'conv3' or 3); a clear error for anything else."""
+    n = len(model.channels)
+    if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < n:
+        return name
+    if isinstance(name, str):
+        short = name[len("backbone."):] if name.startswith("backbone.") else name
+        if short.startswith("conv") and short[4:].isdigit() and int(short[4:]) < n:
+            return int(short[4:])
+    raise ValueError(f"unknown conv layer {name!r}; the VGG's prunable convs are "
+                     f"{[f'backbone.conv{i}' for i in range(n)]} (or their indices 0..{n - 1})")
+
+
+def _check_ratio(name: str, ratio) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        raise TypeError(f"{name}={ratio!r} must be a number in [0, 1)")
+    ratio = float(ratio)
+    if not 0 <= ratio < 1:  # also rejects NaN
+        raise ValueError(f"{name}={ratio!r} is outside the allowed range [0, 1): it is the fraction "
+                         "of output channels removed")
+    return ratio
+
+
+def uniform_ratios(model: VGG, ratio) -> dict[int, float]:
+    """{conv index: fraction of output channels to remove}.
+
+    ratio: one number in [0, 1) for every conv but the last (the lab's plan),
+    or {conv name or index: ratio} for chosen convs (the last one allowed).
+    """
+    _check_vgg(model)
+    if isinstance(ratio, dict):
+        return {_conv_index(model, k): _check_ratio(f"ratio of {k!r}", v) for k, v in ratio.items()}
+    r = _check_ratio("ratio", ratio)
+    return {i: r for i in range(len(model.channels) - 1)}
+
+
+def uniform_keep(model: VGG, ratio) -> dict[int, torch.Tensor]:
+    """The naive plan: keep the FIRST round(c * (1 - ratio)) output channels of
+    each conv named by :func:`uniform_ratios`. Returns {conv index: indices (k,)}."""
+    keep = {}
+    for i, r in uniform_ratios(model, ratio).items():
+        c = model.channels[i]
+        k = int(round(c * (1 - r)))
+        if k < 1:
+            raise ValueError(f"ratio {r} would remove all {c} channels of backbone.conv{i} "
+                             f"(round({c} x {1 - r:.3f}) = 0); use a smaller ratio")
+        keep[i] = torch.arange(k)
+    return keep
+
+
+@torch.no_grad()
+def sort_channels(model: VGG, convs_to_sort=None) -> VGG:
+    """An equivalent copy of `model` whose convs' output channels are reordered,
+    most important first (importance: L2 norm of the next layer's input-channel
+    weights, :func:`l2_ranking`). Filters, BN entries (and masks) move with their
+    channel, and the next layer's input channels are permuted to match, so the
+    outputs are unchanged. Default: every conv but the last (the lab's choice)."""
+    import copy
+
+    _check_vgg(model)
+    n = len(model.channels)
+    order = range(n - 1) if convs_to_sort is None else sorted({_conv_index(model, i) for i in convs_to_sort})
+    out = copy.deepcopy(model)
+    pairs = convs(out)
+    for i in order:
+        perm = l2_ranking(out, i, by="next").to(out.classifier.weight.device)
+        c, bn = pairs[i]
+        c.weight.copy_(c.weight[perm])
+        if hasattr(c, "weight_mask"):
+            c.weight_mask = c.weight_mask[perm].clone()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(bn, name).copy_(getattr(bn, name)[perm])
+        nxt = pairs[i + 1][0] if i + 1 < n else out.classifier
+        nxt.weight.copy_(nxt.weight[:, perm])
+        if hasattr(nxt, "weight_mask"):
+            nxt.weight_mask = nxt.weight_mask[:, perm].clone()
+    return out
+
+
+def channel_prune(model: VGG, ratio, sort: bool = False) -> VGG:
+    """Uniform channel pruning as a physically smaller VGG (the original is not
+    touched): keep round(c * (1 - ratio)) output channels of every conv but the
+    last, the first k (sort=False, naive) or the k most important (sort=True,
+    i.e. :func:`sort_channels` first). ratio 0 returns an equivalent copy."""
+    src = sort_channels(model) if sort else model
+    return shrink_vgg(src, uniform_keep(src, ratio))
