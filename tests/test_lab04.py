@@ -192,7 +192,7 @@ def test_greedy_rejects_non_vgg_and_bad_batch_sets():
 def test_soft_threshold_is_the_l1_prox():
     x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.0, 3.0])
     assert torch.equal(sss.soft_threshold(x, 0.5, nonneg=False), torch.tensor([-1.5, 0.0, 0.0, 0.0, 0.5, 2.5]))
-    assert torch.equal(sss.soft_threshold(x, 0.5), torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5, 2.5]))
+    assert torch.equal(sss.soft_threshold(x, 0.5, nonneg=True), torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5, 2.5]))
     with pytest.raises(ValueError, match="-1"):
         sss.soft_threshold(x, -1)
 
@@ -202,7 +202,7 @@ def test_proximal_steps_reach_exact_zeros_on_a_toy_lasso():
     b, lam, lr = torch.tensor([2.0, 0.3, -1.0, 0.05, 0.9]), 0.4, 0.3
     g = torch.ones(5)
     for _ in range(200):
-        g = sss.soft_threshold(g - lr * (g - b), lr * lam)
+        g = sss.soft_threshold(g - lr * (g - b), lr * lam, nonneg=True)
     assert torch.allclose(g, (b - lam).clamp_min(0), atol=1e-6)
     assert torch.equal(g == 0, torch.tensor([False, True, True, True, False]))
     # a plain (sub)gradient step on the same loss hovers around zero instead of landing on it

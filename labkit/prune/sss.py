@@ -35,7 +35,7 @@ from ..models import VGG
 from .channels import convs, expand_vgg, shrink_vgg
 
 
-def soft_threshold(x: torch.Tensor, t: float, nonneg: bool = True) -> torch.Tensor:
+def soft_threshold(x: torch.Tensor, t: float, nonneg: bool = False) -> torch.Tensor:
     """Proximal operator of t * |x| (plus the constraint x >= 0 when nonneg):
     sign(x) * max(|x| - t, 0), or max(x - t, 0). Same shape as x."""
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
@@ -173,7 +173,7 @@ class SSSResult:
 
 
 def sss_prune(model: VGG, data: Data, *, lam: float, threshold: float = 0.0, min_channels: int = 1,
-              recalibrate: int = 20, **train_kw) -> SSSResult:
+              recalibrate: int = 10, **train_kw) -> SSSResult:
     """Sparse-train a copy of `model` (sparse_train with `lam`), re-estimate its
     BatchNorm statistics (`recalibrate` batches; 0: keep), and remove the
     channels whose |factor| is <= threshold. The input model is not changed."""
