@@ -193,16 +193,17 @@ def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
 
 
 def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds: int = 3,
-                    min_run_time: float = 0.2) -> dict[str, float]:
+                    threads: int | None = None, min_run_time: float = 0.2) -> dict[str, float]:
     """{name: milliseconds}: CPU latency of each model (a forward of a (batch,
-    *input_shape) input) measured side by side: `rounds` passes over all models
-    in turn, keeping each model's fastest median, so a burst of load on a shared
-    machine hits every model alike instead of one."""
+    *input_shape) input, `threads` intra-op threads, default torch's) measured
+    side by side: `rounds` passes over all models in turn, keeping each model's
+    fastest median, so a burst of load on a shared machine hits every model
+    alike instead of one. One thread is the steadier choice on a busy machine."""
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds={rounds!r} must be a positive integer")
     best = {name: math.inf for name in models}
     for _ in range(rounds):
         for name, m in models.items():
-            t = latency(m, input_shape, batch=batch, device="cpu", min_run_time=min_run_time)
+            t = latency(m, input_shape, batch=batch, device="cpu", threads=threads, min_run_time=min_run_time)
             best[name] = min(best[name], 1e3 * t)
     return best
