@@ -217,3 +217,13 @@ def test_fine_grained_plan_bad_layer():
     m = _vgg()
     with pytest.raises(ValueError, match="no_such_layer"):
         lk.prune.prune_per_tensor(m, {"no_such_layer": 0.5})
+
+
+def test_compare_latency_names_and_bad_rounds():
+    m = _vgg(width=0.0625)
+    small = lk.prune.channel_prune(m, 0.5)
+    lat = lk.metrics.compare_latency({"dense": m, "small": small}, (3, 32, 32), rounds=1, threads=1,
+                                     min_run_time=0.01)
+    assert set(lat) == {"dense", "small"} and all(0 < v < float("inf") for v in lat.values())
+    with pytest.raises(ValueError, match="rounds"):
+        lk.metrics.compare_latency({"dense": m}, (3, 32, 32), rounds=0)
