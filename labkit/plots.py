@@ -204,3 +204,76 @@ def param_bars(counts: dict, title: str = "parameters per layer", log: bool = Fa
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     return fig
+
+
+def comparison(groups: dict, axes_spec: list, title: str = ""):
+    """Lab 05's grid: one row of panels per model pair, one panel per cost.
+
+    groups: {row title: aggregated rows (labkit.results.aggregate) with
+    'method', 'accuracy_mean', 'accuracy_std' and '<cost>_mean' fields};
+    axes_spec: [(cost field, axis label)], each drawn on a log axis with
+    :func:`pareto` (frontier over every method's mean) plus ±std error bars.
+    """
+    nrow, ncol = len(groups), len(axes_spec)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 3.9 * nrow), squeeze=False)
+    for r, (name, rows) in enumerate(groups.items()):
+        for c, (cost, label) in enumerate(axes_spec):
+            ax = axes[r][c]
+            usable = [x for x in rows if x.get(f"{cost}_mean") is not None and x.get("accuracy_mean") is not None]
+            series = {}
+            for x in usable:
+                xs, ys = series.setdefault(x["method"], ([], []))
+                xs.append(x[f"{cost}_mean"])
+                ys.append(x["accuracy_mean"])
+            pareto(series, label, title=f"{name}", logx=True, ax=ax)
+            for x in usable:
+                if x.get("accuracy_std"):
+                    ax.errorbar(x[f"{cost}_mean"], 100 * x["accuracy_mean"], yerr=100 * x["accuracy_std"],
+                                color="gray", lw=0.8, capsize=2, zorder=1)
+            if ax.get_legend() is not None and (r, c) != (0, ncol - 1):
+                ax.get_legend().remove()
+    if title:
+        fig.suptitle(title)
+    if axes[0][-1].get_legend() is not None:
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def csr_speedup(rows: list, title: str = "CSR vs dense kernels"):
+    """Speed-up of CSR over dense (dense time / CSR time) against sparsity,
+    one line per batch size; rows from labkit.sparse.csr_study."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for b in sorted({r["batch"] for r in rows}):
+        pts = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == b)
+        ax.plot([100 * s for s, _ in pts], [v for _, v in pts], "o-", label=f"batch {b}")
+    ax.axhline(1.0, color="gray", ls="--", lw=1, label="break-even")
+    ax.set_yscale("log")
+    ax.set_xlabel("sparsity of every Linear layer (%)")
+    ax.set_ylabel("dense time / CSR time (> 1: sparse wins)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def speedup_gap(points: list, title: str = "measured vs theoretical speed-up"):
+    """Measured latency speed-up against the MACs ratio (theory), with the
+    y = x line. points: [{'label', 'theory', 'measured'}]."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.6))
+    labels = sorted({p["label"] for p in points})
+    for lab in labels:
+        ps = [p for p in points if p["label"] == lab]
+        ax.scatter([p["theory"] for p in ps], [p["measured"] for p in ps], label=lab, s=30, zorder=3)
+    hi = max([p["theory"] for p in points] + [p["measured"] for p in points] + [2.0])
+    ax.plot([1, hi], [1, hi], color="black", lw=1, ls="--", label="measured = theory")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("theoretical speed-up (dense MACs / MACs)")
+    ax.set_ylabel("measured speed-up (dense latency / latency)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -3,7 +3,7 @@
 A row names what was measured and on what: lab, method, model, dataset (and
 the label of its test set), profile, device, seed, plus sparsity, accuracy,
 the size fields, MACs and latency. Rows are keyed by (lab, method, point,
-seed): recording the same key again replaces the old row, so re-running a
+seed, model): recording the same key again replaces the old row, so re-running a
 notebook does not duplicate rows. Every write rewrites the file atomically.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from . import config
 from .io import atomic_write_text
 
-KEY = ("lab", "method", "point", "seed")
+KEY = ("lab", "method", "point", "seed", "model")  # model: a lab may run one method on two models
 
 
 def path_for(profile: str) -> Path:

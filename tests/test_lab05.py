@@ -254,3 +254,23 @@ def test_find_matches_every_field_with_float_tolerance():
     assert lk.results.find(rows, method="a", point=0.3) == rows[:2]
     assert lk.results.find(rows, method="a", point=0.3, seed=1) == [rows[1]]
     assert lk.results.find(rows, method="b", point=0.3) == []
+
+
+# ---------------------------------------------------------------- report index
+
+def test_index_puts_the_comparison_on_top_and_keeps_earlier_labs(tmp_path):
+    from labkit import report
+
+    (tmp_path / "figures").mkdir()
+    for name in ("01_headline.png", "05_headline.png"):
+        (tmp_path / "figures" / name).write_bytes(b"png")
+    (tmp_path / "01_mnist.ipynb").write_text("{}")          # from an earlier `--only 01` run
+    (tmp_path / "02_vgg.FAILED.ipynb").write_text("{}")
+    runs = [dict(name="05_comparison", ok=True, seconds=60.0, error=None, output="05_comparison.ipynb")]
+    text = report.write_index(tmp_path, "cpu", runs).read_text()
+    assert text.index("figures/05_headline.png") < text.index("| notebook |")
+    assert text.count("05_headline.png") == 1                # on top only, not again in the list
+    assert "| 01_mnist | ok (earlier run) | - |" in text
+    assert "| 02_vgg | FAILED (earlier run) | - |" in text
+    assert "| 05_comparison | ok | 1.0 |" in text
+    assert "figures/01_headline.png" in text
