@@ -294,3 +294,19 @@ def test_pareto_plot_marks_the_frontier():
                           lower_is_better=False)
     line = [l for l in fig.axes[0].lines if l.get_label() == "Pareto frontier"][0]
     assert list(line.get_xdata()) == [0.9, 0.5, 0.1]  # (0.5, 0.8) of 'a' is dominated by 'b'
+
+
+def test_lam_for_shrink_sets_the_total_threshold_budget():
+    m = tiny_vgg()
+    with torch.no_grad():
+        for _, bn in lk.prune.channels.convs(m):
+            bn.weight.fill_(-2.0)                      # median |gamma| = 2
+    assert sss.lam_for_shrink(m, 0.5, steps=1, gate_lr=0.5) == pytest.approx(2.0)   # 0.5 * 2 / (0.5 * 1)
+    steps = 10
+    decay = sum(0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps))
+    assert sss.lam_for_shrink(m, 1.0, steps=steps, gate_lr=0.1) * 0.1 * decay == pytest.approx(2.0)
+    for kw, text in ((dict(shrink=0.0, steps=1, gate_lr=0.1), "shrink=0.0"),
+                     (dict(shrink=1.0, steps=0, gate_lr=0.1), "steps=0"),
+                     (dict(shrink=1.0, steps=5, gate_lr=-1), "gate_lr=-1")):
+        with pytest.raises(ValueError, match=text):
+            sss.lam_for_shrink(m, kw.pop("shrink"), **kw)

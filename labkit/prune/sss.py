@@ -109,6 +109,20 @@ def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, 
     return factors(model)
 
 
+def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> float:
+    """The lam whose soft-thresholding, summed over `steps` cosine-decayed
+    steps of learning rate `gate_lr`, would move a factor by `shrink` times
+    the model's median |factor| (before the data loss pushes back). A way
+    to pick a sweep of lam that means the same at any training length."""
+    shrink = _check_positive("shrink", shrink)
+    gate_lr = _check_positive("gate_lr", gate_lr)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer")
+    median = float(torch.cat([f.abs() for f in factors(model)]).median())
+    decay = sum(0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps))
+    return shrink * median / (gate_lr * decay)
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, data: Data, batches: int = 20, batch_size: int = 256) -> nn.Module:
     """Re-estimate every BatchNorm's running mean and variance as the plain
