@@ -66,21 +66,27 @@ class Budget:
 
 @dataclasses.dataclass
 class Context:
-    """What a method may need: the data, the budget's training subset, the
-    seed, the input shape, and the profile's knobs (``knobs``: a dict)."""
+    """What a method may need: the data, the budget and its training subset,
+    the seed, and the profile's knobs (``knobs``: a dict)."""
 
     data: object
     tune_data: object
     seed: int
     knobs: dict
+    budget: Budget
     progress: bool = False
 
-    def fine_tune(self, model: nn.Module, budget: Budget) -> None:
-        """Fine-tune `model` in place with `budget` on the budget's subset."""
-        if budget.epochs:
-            train.fine_tune(model, self.tune_data, epochs=budget.epochs, lr=budget.lr,
-                            batch_size=budget.batch_size, augment=budget.augment, seed=self.seed,
-                            progress=self.progress)
+    def fine_tune(self, model: nn.Module, images: int | None = None) -> None:
+        """Fine-tune `model` in place with the budget on its subset (or on the
+        first `images` of it, for a method that spends the budget in parts)."""
+        b = self.budget
+        if not b.epochs:
+            return
+        data = self.tune_data
+        if images is not None and images < len(data.train):
+            data = dataclasses.replace(data, train=type(data.train)(data.train.x[:images], data.train.y[:images]))
+        train.fine_tune(model, data, epochs=b.epochs, lr=b.lr, batch_size=min(b.batch_size, len(data.train)),
+                        augment=b.augment, seed=self.seed, progress=self.progress)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -137,6 +143,54 @@ def global_oneshot(dense, points, ctx):
         m = copy.deepcopy(dense)
         magnitude.prune_global(m, 1 - 1 / c)
         yield c, m, {}
+
+
+def global_iterative(dense, points, ctx):
+    """Global magnitude pruning, iterative (lab 03's labkit.prune.schedules.run):
+    ``iterative_steps`` prunes to 1 - 1/c^(i/n), each followed by fine-tuning on
+    1/n of the budget's images (the last one by the common step), so the total
+    fine-tuning equals the one-shot methods' budget."""
+    from .prune import schedules
+
+    n = int(ctx.knobs.get("iterative_steps", 3))
+    share = max(1, len(ctx.tune_data.train) // n)
+    part = dataclasses.replace(ctx.tune_data, train=type(ctx.tune_data.train)(
+        ctx.tune_data.train.x[:share], ctx.tune_data.train.y[:share]))
+    b = ctx.budget
+    for c in points:
+        m = copy.deepcopy(dense)
+        targets = [1 - 1 / c ** (i / n) for i in range(1, n + 1)]
+        if n > 1 and b.epochs:
+            schedules.run(m, part, targets[:-1], epochs=b.epochs, lr=b.lr, batch_size=min(b.batch_size, share),
+                          evaluate=lambda _m: float("nan"), seed=ctx.seed, augment=b.augment,
+                          progress=ctx.progress, desc="iterative")
+        magnitude.prune_global(m, targets[-1])
+        yield c, m, dict(tune_images=share, iterative_steps=n)
+
+
+def sensitivity_planned(dense, points, ctx):
+    """Sensitivity-planned fine-grained pruning (lab 02's planner): one scan of
+    every layer (magnitude, ``scan_sparsities``, accuracy on ``scan_images``
+    validation images), then for each point labkit.sensitivity.plan_for_size
+    picks per-layer sparsities reaching 1/c of the dense size with the least
+    predicted drop; each layer is pruned by magnitude to its planned sparsity."""
+    from . import sensitivity
+    from .prune.greedy import batch_evaluator
+
+    evaluate = batch_evaluator(ctx.data, min(ctx.knobs.get("scan_images", 500), len(ctx.data.val)))
+    xs = list(ctx.knobs.get("scan_sparsities", (0.5, 0.75, 0.9, 0.95, 0.98, 0.99)))
+    probe = copy.deepcopy(dense)
+    curves = sensitivity.scan(probe, magnitude.prune_layer, xs, evaluate, progress=ctx.progress)
+    baseline = evaluate(dense)
+    for c in points:
+        try:
+            plan = sensitivity.plan_for_size(dense, curves, xs, 1 / c, baseline)
+        except ValueError as e:   # the target is beyond the scanned range: say so, skip the point
+            print(f"sensitivity-planned, {c:g}x: skipped ({e})")
+            continue
+        m = copy.deepcopy(dense)
+        magnitude.prune_per_tensor(m, plan)
+        yield c, m, dict(plan_max=max(plan.values()), plan_min=min(plan.values()))
 
 
 def two_four(dense, points, ctx):
@@ -230,7 +284,7 @@ def vgg_sss(dense, points, ctx):
 
     res = sss.sss_prune(dense, ctx.tune_data, lam=ctx.knobs["sss_lam"], epochs=ctx.knobs["sss_epochs"],
                         lr=ctx.knobs["sss_lr"], batch_size=ctx.knobs["sss_batch_size"], seed=ctx.seed,
-                        progress=ctx.progress)
+                        recalibrate=ctx.knobs.get("sss_recalibrate", 20), progress=ctx.progress)
     trained, factors = res.trained, [f.detach().abs().cpu() for f in res.factors]
     values = torch.cat([g.flatten().cpu() for g in factors]).sort().values
     total = counted_total(dense)
@@ -255,6 +309,8 @@ def vgg_sss(dense, points, ctx):
 METHODS = {
     "magnitude, per tensor": (per_tensor, (MLP, VGG)),
     "magnitude, global one-shot": (global_oneshot, (MLP, VGG)),
+    "magnitude, global iterative": (global_iterative, (MLP, VGG)),
+    "sensitivity-planned": (sensitivity_planned, (MLP, VGG)),
     "units (physical)": (mlp_units, (MLP,)),
     "channels L2 (physical)": (vgg_channels, (VGG,)),
     "greedy filter (physical)": (vgg_greedy, (VGG,)),
@@ -314,7 +370,8 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
 
     dense_key: identifies the dense model (labkit.train.cache_key);
     knobs: the profile's settings some methods need (greedy_val_images, greedy_step,
-    hybrid_greedy, sss_lam, sss_epochs, sss_lr, sss_batch_size), eval_before (test
+    hybrid_greedy, sss_lam, sss_epochs, sss_lr, sss_batch_size, sss_recalibrate, iterative_steps,
+    scan_images, scan_sparsities), eval_before (test
     accuracy before fine-tuning too, default True) and the timer's
     (latency_threads, default 1; latency_s, default 0.3 s per timing).
     """
@@ -324,7 +381,8 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
     if unknown:
         raise ValueError(f"unknown methods {unknown}; have {list(METHODS)}")
     ctx = Context(data, data if budget.images is None or budget.images >= len(data.train)
-                  else _subset(data, budget.images, seed), seed, dict(knobs or {}, _points=tuple(points)), progress)
+                  else _subset(data, budget.images, seed), seed, dict(knobs or {}, _points=tuple(points)),
+                  budget, progress)
     scfg = config.Config(cfg)
     scfg["seed"] = seed
     known = results.load(results.path_for(cfg.profile)) if reuse else []
@@ -349,7 +407,7 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
             reference = info.pop("reference", None)
             structured = info.pop("structured", False)
             before = train.evaluate(model, data) if ctx.knobs.get("eval_before", True) else None
-            ctx.fine_tune(model, budget)
+            ctx.fine_tune(model, info.get("tune_images"))
             acc = train.evaluate(model, data)
             m = measure(model, data.shape, reference, timing=timing, **timer)
             row = results.record(scfg, data, method=name, model=model_name, point=c, accuracy=acc, metrics=m,
@@ -381,11 +439,12 @@ def dense_row(cfg, data, model_name: str, dense: nn.Module, dense_key: str, seed
                           structured=False, compression=1.0)
 
 
-def dense_model(model_name: str, data, profile: str, seed: int, progress: bool = False):
-    """The shared dense model (labkit.train.dense) and its cache key."""
+def dense_model(model_name: str, data, profile: str, seed: int, progress: bool = False, **overrides):
+    """The shared dense model (labkit.train.dense, recipe overrides as the lab
+    that owns it uses them) and its cache key."""
     from . import recipes
 
-    model, history = train.dense(model_name, data, profile, seed=seed, progress=progress)
-    hp = recipes.dense(model_name, profile)
+    model, history = train.dense(model_name, data, profile, seed=seed, progress=progress, **overrides)
+    hp = recipes.dense(model_name, profile, **overrides)
     width = hp.pop("width")
     return model, train.cache_key(model_name, width, data, hp, seed)
