@@ -9,6 +9,7 @@ notebook does not duplicate rows. Every write rewrites the file atomically.
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import math
 from pathlib import Path
@@ -75,9 +76,12 @@ def record(cfg, data, *, method: str, model: str, point, accuracy: float, metric
     row.update({k: _clean(v) for k, v in metrics.items()})
     row.update({k: _clean(v) for k, v in extra.items()})
     path = Path(path) if path is not None else path_for(cfg.profile)
-    rows = [r for r in load(path) if tuple(r.get(k) for k in KEY) != tuple(row[k] for k in KEY)]
-    rows.append(row)
-    atomic_write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:  # notebooks may run side by side
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = [r for r in load(path) if tuple(r.get(k) for k in KEY) != tuple(row[k] for k in KEY)]
+        rows.append(row)
+        atomic_write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), path)
     return row
 
 
