@@ -403,6 +403,8 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
         if not pending:
             continue
         for c, model, info in fn(dense, pending, ctx):
+            if c not in pending:   # a method that reaches only some points (2:4) may yield one already known
+                continue
             info = dict(info)
             reference = info.pop("reference", None)
             structured = info.pop("structured", False)

@@ -274,3 +274,53 @@ def test_index_puts_the_comparison_on_top_and_keeps_earlier_labs(tmp_path):
     assert "| 02_vgg | FAILED (earlier run) | - |" in text
     assert "| 05_comparison | ok | 1.0 |" in text
     assert "figures/01_headline.png" in text
+
+
+# ---------------------------------------------------------------- comparison runner
+
+def test_compare_rejects_bad_points_budgets_and_methods(tmp_env):
+    from labkit import compare
+
+    with pytest.raises(ValueError, match="0.5"):
+        compare.check_points([2, 0.5])
+    with pytest.raises(ValueError, match="empty"):
+        compare.check_points([])
+    with pytest.raises(ValueError, match="epochs=-1"):
+        compare.Budget(epochs=-1, lr=0.1, batch_size=8)
+    with pytest.raises(ValueError, match="lr=0"):
+        compare.Budget(epochs=1, lr=0, batch_size=8)
+    cfg = lk.configure("smoke", {"smoke": {}}, lab="05", dataset="mnist", quiet=True)
+    dense = lk.models.build("mlp", width=0.05)
+    with pytest.raises(ValueError, match="'pruning by vibes'"):
+        compare.run(cfg, cfg.data, "mlp", dense, "k", ["pruning by vibes"], [2], compare.Budget(0, 0.1, 8), 0)
+    with pytest.raises(ValueError, match="channels L2"):
+        compare.run(cfg, cfg.data, "mlp", dense, "k", ["channels L2 (physical)"], [2],
+                    compare.Budget(0, 0.1, 8), 0, timing=False)
+
+
+def test_compare_records_reaches_points_and_reuses_matching_rows(tmp_env):
+    from labkit import compare
+
+    cfg = lk.configure("smoke", {"smoke": {}}, lab="05", dataset="mnist", quiet=True)
+    dense = lk.models.build("mlp", width=0.2)
+    budget = compare.Budget(epochs=0, lr=0.1, batch_size=64)
+    names = ["magnitude, global one-shot", "units (physical)", "2:4 semi-structured"]
+    logs = []
+    rows = compare.run(cfg, cfg.data, "mlp", dense, "key1", names, [2, 8], budget, 0, timing=False, log=logs.append)
+    by = {(r["method"], r["point"]): r for r in rows}
+    assert by["magnitude, global one-shot", 8.0]["compression"] == pytest.approx(8.0, rel=1e-4)
+    assert by["units (physical)", 8.0]["compression"] >= 8.0 and by["units (physical)", 8.0]["structured"]
+    assert by["units (physical)", 8.0]["physical_mib"] < by["units (physical)", 8.0]["dense_mib"]
+    assert ("2:4 semi-structured", 2.0) in by and ("2:4 semi-structured", 8.0) not in by
+    assert not any("reused" in m for m in logs)
+    # the same configuration again: every row comes from results.jsonl, nothing is recomputed
+    logs.clear()
+    again = compare.run(cfg, cfg.data, "mlp", dense, "key1", names, [2, 8], budget, 0, timing=False, log=logs.append)
+    assert len(logs) == len(again) == len(rows) and all("reused" in m for m in logs)
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+    # another dense model (key) or another budget does not match
+    logs.clear()
+    compare.run(cfg, cfg.data, "mlp", dense, "key2", names[:1], [2], budget, 0, timing=False, log=logs.append)
+    compare.run(cfg, cfg.data, "mlp", dense, "key1", names[:1], [2], compare.Budget(0, 0.2, 64), 0,
+                timing=False, log=logs.append)
+    assert not any("reused" in m for m in logs)
