@@ -211,32 +211,50 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
 
     groups: {row title: aggregated rows (labkit.results.aggregate) with
     'method', 'accuracy_mean', 'accuracy_std' and '<cost>_mean' fields};
-    axes_spec: [(cost field, axis label)], each drawn on a log axis with
-    :func:`pareto` (frontier over every method's mean) plus ±std error bars.
+    axes_spec: [(cost field, axis label)], each on a log axis. Each method has
+    one colour and marker in every panel (one legend for the figure); ±std
+    error bars; the Pareto frontier over all methods' means (lower cost,
+    higher accuracy) is a black step line with circled points.
     """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    from .metrics import pareto_front
+
+    methods = list(dict.fromkeys(r["method"] for rows in groups.values() for r in rows))
+    style = {m: (f"C{i % 10}", "osD^vP*Xh<>"[i // 10 % 11]) for i, m in enumerate(methods)}
     nrow, ncol = len(groups), len(axes_spec)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 3.9 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.0 * ncol + 2.2, 3.5 * nrow), squeeze=False)
     for r, (name, rows) in enumerate(groups.items()):
         for c, (cost, label) in enumerate(axes_spec):
             ax = axes[r][c]
             usable = [x for x in rows if x.get(f"{cost}_mean") is not None and x.get("accuracy_mean") is not None]
-            series = {}
             for x in usable:
-                xs, ys = series.setdefault(x["method"], ([], []))
-                xs.append(x[f"{cost}_mean"])
-                ys.append(x["accuracy_mean"])
-            pareto(series, label, title=f"{name}", logx=True, ax=ax)
-            for x in usable:
-                if x.get("accuracy_std"):
-                    ax.errorbar(x[f"{cost}_mean"], 100 * x["accuracy_mean"], yerr=100 * x["accuracy_std"],
-                                color="gray", lw=0.8, capsize=2, zorder=1)
-            if ax.get_legend() is not None and (r, c) != (0, ncol - 1):
-                ax.get_legend().remove()
+                color, marker = style[x["method"]]
+                ax.errorbar(x[f"{cost}_mean"], 100 * x["accuracy_mean"],
+                            yerr=100 * x["accuracy_std"] if x.get("accuracy_std") else None,
+                            color=color, marker=marker, ms=5, lw=0.8, capsize=2, ls="none", zorder=3)
+            front = pareto_front([(x[f"{cost}_mean"], x["accuracy_mean"]) for x in usable])
+            if front:
+                fx = [usable[i][f"{cost}_mean"] for i in front]
+                fy = [100 * usable[i]["accuracy_mean"] for i in front]
+                ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7, zorder=2)
+                ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", zorder=4)
+            if usable:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(label, fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel(f"{name}\ntest accuracy (%)", fontsize=8)
+    handles = [plt.Line2D([], [], color=style[m][0], marker=style[m][1], ls="none", label=m) for m in methods]
+    handles.append(plt.Line2D([], [], color="black", marker="o", mfc="none", label="Pareto frontier"))
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title)
-    if axes[0][-1].get_legend() is not None:
-        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / (4.0 * ncol + 2.2), 1))
     return fig
 
 
