@@ -395,6 +395,7 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
         if not isinstance(dense, kinds):
             raise ValueError(f"method {name!r} does not apply to a {type(dense).__name__}")
         pending = [c for c in points if not (reuse and results.find(known, **base, method=name, point=c))]
+        done = set(points) - set(pending)
         for c in points:
             if c not in pending:
                 old = results.find(known, **base, method=name, point=c)[-1]
@@ -403,8 +404,9 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
         if not pending:
             continue
         for c, model, info in fn(dense, pending, ctx):
-            if c not in pending:   # a method that reaches only some points (2:4) may yield one already known
+            if c in done:   # a method that reaches only its own point (2:4) may yield one already known
                 continue
+            done.add(c)
             info = dict(info)
             reference = info.pop("reference", None)
             structured = info.pop("structured", False)

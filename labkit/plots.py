@@ -239,7 +239,8 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
                 fy = [100 * usable[i]["accuracy_mean"] for i in front]
                 ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7, zorder=2)
                 ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", zorder=4)
-            if usable:
+            xs = [x[f"{cost}_mean"] for x in usable]
+            if xs and min(xs) > 0 and max(xs) / min(xs) > 3:   # log only when the costs span a range
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))

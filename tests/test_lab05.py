@@ -324,3 +324,12 @@ def test_compare_records_reaches_points_and_reuses_matching_rows(tmp_env):
     compare.run(cfg, cfg.data, "mlp", dense, "key1", names[:1], [2], compare.Budget(0, 0.2, 64), 0,
                 timing=False, log=logs.append)
     assert not any("reused" in m for m in logs)
+
+
+def test_compare_two_four_reports_its_own_point_whatever_was_asked(tmp_env):
+    from labkit import compare
+
+    cfg = lk.configure("smoke", {"smoke": {}}, lab="05", dataset="mnist", quiet=True)
+    rows = compare.run(cfg, cfg.data, "mlp", lk.models.build("mlp", width=0.2), "k", ["2:4 semi-structured"], [4],
+                       compare.Budget(0, 0.1, 64), 0, timing=False, log=lambda *a: None)
+    assert [r["point"] for r in rows] == [2.0] and rows[0]["compression"] == pytest.approx(2.0, rel=0.01)
