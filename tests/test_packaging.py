@@ -19,11 +19,14 @@ def _name(req: str) -> str:
 def test_environment_yml_lists_the_same_packages():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pip = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
-    conda = set()
+    conda, section = set(), None
     for line in (ROOT / "environment.yml").read_text().splitlines():
+        if re.match(r"^\w", line):  # a top-level key: channels, dependencies, ...
+            section = line.split(":")[0]
         m = re.match(r"\s*-\s+([A-Za-z][\w.-]*)", line)
-        if m and m.group(1) not in ("python", "pip"):
+        if section == "dependencies" and m and m.group(1) not in ("python", "pip"):
             conda.add(CONDA_NAMES.get(m.group(1).lower(), m.group(1).lower()))
+    assert "torch" in conda and "pytest" in conda
     assert "-e ." in (ROOT / "environment.yml").read_text()  # installs labkit itself with pip
     assert pip == conda, f"only in pyproject: {pip - conda}; only in environment.yml: {conda - pip}"
 
