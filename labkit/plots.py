@@ -90,7 +90,7 @@ def training_curve(history, title: str = "training"):
 def save(fig, cfg, name: str) -> Path:
     """Write `fig` as reports/<profile>/figures/<lab>_<name>.png (atomically)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     path = config.reports_root() / cfg.profile / "figures" / f"{cfg.lab}_{name}.png"
     return atomic_write_bytes(buf.getvalue(), path)
 
