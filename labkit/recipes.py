@@ -27,7 +27,7 @@ DENSE = {
     # cpu = width 0.25 on a training subset (lab 03's HP) so the lab fits 2 CPU cores.
     "resnet18": {
         "smoke": dict(width=0.0625, epochs=2, batch_size=32, lr=0.05, augment=True),
-        "cpu": dict(width=0.25, epochs=6, batch_size=64, lr=0.1, augment=True),
+        "cpu": dict(width=0.25, epochs=10, batch_size=64, lr=0.1, augment=True),
         "full": dict(width=1.0, epochs=40, batch_size=512, lr=0.2, augment=True),
     },
 }
