@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import config
+from . import config, results
 from .io import atomic_write_text
 
 NOTEBOOKS = config.ROOT / "notebooks"
@@ -47,6 +47,9 @@ def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: 
     import papermill as pm
 
     name = src.stem
+    dropped = results.forget_lab(out_dir / "results.jsonl", name.split("_")[0])  # this run re-measures them
+    if dropped:
+        print(f"  ({dropped} earlier results rows of lab {name.split('_')[0]} replaced by this run)")
     tmp = out_dir / f".{name}.running.ipynb"
     t0 = time.perf_counter()
     error = None

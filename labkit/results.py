@@ -76,13 +76,30 @@ def record(cfg, data, *, method: str, model: str, point, accuracy: float, metric
     row.update({k: _clean(v) for k, v in metrics.items()})
     row.update({k: _clean(v) for k, v in extra.items()})
     path = Path(path) if path is not None else path_for(cfg.profile)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:  # notebooks may run side by side
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = [r for r in load(path) if tuple(r.get(k) for k in KEY) != tuple(row[k] for k in KEY)]
-        rows.append(row)
-        atomic_write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), path)
+    _rewrite(path, lambda rows: [r for r in rows if tuple(r.get(k) for k in KEY) != tuple(row[k] for k in KEY)]
+             + [row])
     return row
+
+
+def _rewrite(path: Path, change) -> None:
+    """Replace the rows of `path` by change(rows), atomically, under a file lock
+    (notebooks may run side by side)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = change(load(path))
+        atomic_write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), path)
+
+
+def forget_lab(path: Path | str, lab: str) -> int:
+    """Drop every row of `lab` from a results file (the runner does this before
+    re-running a lab, so stale points do not linger). Returns how many went."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    before = len(load(path))
+    _rewrite(path, lambda rows: [r for r in rows if r.get("lab") != lab])
+    return before - len(load(path))
 
 
 def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:

@@ -113,3 +113,13 @@ def test_results_file_survives_json_roundtrip(tmp_env, tiny_data):
 def test_markdown_table():
     t = lk.results.table([dict(a=1, b=0.123456)], ["a", "b"], {"b": ".2f"})
     assert t.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.12 |"]
+
+
+def test_forget_lab_drops_only_that_lab(tmp_env, tiny_data):
+    cfg = _cfg()
+    lk.results.record(cfg, tiny_data, method="m", model="mlp", point=0.1, accuracy=0.5, metrics={})
+    other = lk.config.make("smoke", {"smoke": {}}, lab="u", dataset="mnist")
+    lk.results.record(other, tiny_data, method="m", model="mlp", point=0.1, accuracy=0.5, metrics={})
+    path = lk.results.path_for("smoke")
+    assert lk.results.forget_lab(path, "t") == 1
+    assert [r["lab"] for r in lk.results.load(path)] == ["u"]
