@@ -12,8 +12,9 @@ results.jsonl.
 
 Before running a point, :func:`run` looks for a row of ANY lab in
 results.jsonl measured with the same configuration -- model, dataset and
-data hash, profile, seed, method, point, dense-model key and fine-tuning
-budget (:data:`MATCH`) -- and reuses it instead of training again.
+data hash, profile, seed, method, point, dense-model key, fine-tuning
+budget and the methods' settings (:data:`MATCH`) -- and reuses it instead of
+training again.
 
 A method is a generator ``fn(dense, points, ctx) -> (point, model, info)``;
 ``info`` may hold ``reference`` (a structurally smaller model's original),
@@ -36,7 +37,17 @@ from . import config, metrics, results, sparse, train
 from .models import MLP, VGG
 from .prune import channels, magnitude, masks, nm, units
 
-MATCH = ("model", "dataset", "data_hash", "profile", "seed", "method", "point", "dense_key", "budget")
+MATCH = ("model", "dataset", "data_hash", "profile", "seed", "method", "point", "dense_key", "budget", "knobs")
+VERSION = 2   # bump when a method's code changes what it would measure (old rows stop matching)
+
+
+def knobs_key(knobs: dict) -> str:
+    """A short hash of the methods' settings and :data:`VERSION` (timing settings excluded)."""
+    import hashlib
+    import json
+
+    keep = {k: v for k, v in sorted(knobs.items()) if not k.startswith("_") and k not in ("latency_s", "latency_threads")}
+    return hashlib.sha256(json.dumps([VERSION, keep], default=str).encode()).hexdigest()[:12]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,23 +287,37 @@ def vgg_hybrid(dense, points, ctx):
 
 def vgg_sss(dense, points, ctx):
     """Sparse Structure Selection (lab 04, labkit.prune.sss): one sparse-training
-    run of ``sss_epochs`` on the budget subset with ``sss_lam`` (sss.sss_prune),
+    run of ``sss_epochs`` on ``sss_images`` training images (default: the budget's subset) (sss.sss_prune; lam = ``sss_lam``, or
+    from ``sss_shrink`` with sss.lam_for_shrink as lab 04 picks it; gate lr ``sss_gate_lr``),
     then for each point the channels with the largest |factors| are kept (a threshold is
     searched) so the model has <= dense / c weights. The sparse training is
     extra training on top of the common fine-tuning budget."""
     from .prune import sss
 
-    res = sss.sss_prune(dense, ctx.tune_data, lam=ctx.knobs["sss_lam"], epochs=ctx.knobs["sss_epochs"],
-                        lr=ctx.knobs["sss_lr"], batch_size=ctx.knobs["sss_batch_size"], seed=ctx.seed,
-                        recalibrate=ctx.knobs.get("sss_recalibrate", 20), progress=ctx.progress)
+    k = ctx.knobs
+    sss_data = _subset(ctx.data, k["sss_images"], ctx.seed + 2) if k.get("sss_images") else ctx.tune_data
+    gate_lr = k.get("sss_gate_lr") or k["sss_lr"]
+    lam = k.get("sss_lam")
+    if k.get("sss_shrink") is not None:   # lab 04's way to pick lam: a soft-threshold budget in median |gamma|
+        steps = k["sss_epochs"] * max(1, len(sss_data.train) // k["sss_batch_size"])
+        lam = sss.lam_for_shrink(dense, k["sss_shrink"], steps=steps, gate_lr=gate_lr)
+    res = sss.sss_prune(dense, sss_data, lam=lam, epochs=k["sss_epochs"], lr=k["sss_lr"], gate_lr=gate_lr,
+                        batch_size=k["sss_batch_size"], seed=ctx.seed, recalibrate=k.get("sss_recalibrate", 20),
+                        progress=ctx.progress)
     trained, factors = res.trained, [f.detach().abs().cpu() for f in res.factors]
     values = torch.cat([g.flatten().cpu() for g in factors]).sort().values
     total = counted_total(dense)
     zeros = int((values == 0).sum())
 
-    def small_at(k):   # drop the k smallest factors (at least one channel per conv stays)
-        t = float(values[k - 1]) if k > 0 else 0.0
-        return channels.shrink_vgg(trained, sss.plan(factors, threshold=t))
+    order = sorted((float(g[j]), i, j) for i, g in enumerate(factors) for j in range(len(g)))
+
+    def small_at(k):   # drop the k smallest |factors| over all convs (each conv keeps at least its largest)
+        dropped = {(i, j) for _, i, j in order[:k]}
+        keep = {}
+        for i, g in enumerate(factors):
+            kept = [j for j in range(len(g)) if (i, j) not in dropped] or [int(torch.argmax(g))]
+            keep[i] = torch.tensor(kept, dtype=torch.long)
+        return channels.shrink_vgg(trained, keep)
     for c in points:
         lo, hi = 0, len(values)
         while lo < hi:
@@ -302,8 +327,10 @@ def vgg_sss(dense, points, ctx):
             else:
                 lo = mid + 1
         small = small_at(lo)
+        if k.get("sss_recalibrate", 20):   # removed channels took their constant relu(beta) with them
+            sss.recalibrate_bn(small, sss_data, k.get("sss_recalibrate", 20))
         yield c, small, dict(reference=dense, structured=True, channels=list(small.channels),
-                             sss_zero_factors=zeros, extra_training=f"SSS {ctx.knobs['sss_epochs']} ep")
+                             sss_zero_factors=zeros, sss_lam=lam, extra_training=f"SSS {k['sss_epochs']} ep")
 
 
 METHODS = {
@@ -370,7 +397,8 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
 
     dense_key: identifies the dense model (labkit.train.cache_key);
     knobs: the profile's settings some methods need (greedy_val_images, greedy_step,
-    hybrid_greedy, sss_lam, sss_epochs, sss_lr, sss_batch_size, sss_recalibrate, iterative_steps,
+    hybrid_greedy, sss_lam or sss_shrink, sss_gate_lr, sss_epochs, sss_lr, sss_batch_size, sss_recalibrate,
+    iterative_steps,
     scan_images, scan_sparsities), eval_before (test
     accuracy before fine-tuning too, default True) and the timer's
     (latency_threads, default 1; latency_s, default 0.3 s per timing).
@@ -387,7 +415,7 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
     scfg["seed"] = seed
     known = results.load(results.path_for(cfg.profile)) if reuse else []
     base = dict(model=model_name, dataset=data.name, data_hash=data.hash, profile=cfg.profile, seed=seed,
-                dense_key=dense_key, budget=budget.label())
+                dense_key=dense_key, budget=budget.label(), knobs=knobs_key(knobs or {}))
     dense_counted = counted_total(dense)
     rows = []
     for name in names:
@@ -415,7 +443,8 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
             acc = train.evaluate(model, data)
             m = measure(model, data.shape, reference, timing=timing, **timer)
             row = results.record(scfg, data, method=name, model=model_name, point=c, accuracy=acc, metrics=m,
-                                 dense_key=dense_key, budget=budget.label(), accuracy_before=before,
+                                 dense_key=dense_key, budget=budget.label(), knobs=base["knobs"],
+                                 accuracy_before=before,
                                  structured=structured,
                                  compression=dense_counted / max(1, counted(model)), **info)
             rows.append(row)

@@ -333,3 +333,17 @@ def test_compare_two_four_reports_its_own_point_whatever_was_asked(tmp_env):
     rows = compare.run(cfg, cfg.data, "mlp", lk.models.build("mlp", width=0.2), "k", ["2:4 semi-structured"], [4],
                        compare.Budget(0, 0.1, 64), 0, timing=False, log=lambda *a: None)
     assert [r["point"] for r in rows] == [2.0] and rows[0]["compression"] == pytest.approx(2.0, rel=0.01)
+
+
+def test_compare_does_not_reuse_rows_made_with_other_method_settings(tmp_env):
+    from labkit import compare
+
+    cfg = lk.configure("smoke", {"smoke": {}}, lab="05", dataset="mnist", quiet=True)
+    dense, budget, logs = lk.models.build("mlp", width=0.2), compare.Budget(0, 0.1, 64), []
+    run = lambda knobs: compare.run(cfg, cfg.data, "mlp", dense, "k", ["sensitivity-planned"], [2], budget, 0,
+                                    knobs=knobs, timing=False, log=logs.append)
+    run(dict(scan_images=50, scan_sparsities=[0.5, 0.9]))
+    run(dict(scan_images=50, scan_sparsities=[0.5, 0.9], latency_s=0.01))   # timing settings do not matter
+    assert "reused" in logs[-1]
+    run(dict(scan_images=60, scan_sparsities=[0.5, 0.9]))
+    assert "reused" not in logs[-1]
