@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import check_input
-from .prune.masks import prunable, weight_state
+from .prune.masks import global_sparsity, prunable, weight_state
 
 MIB = 2 ** 20
 
@@ -54,8 +54,7 @@ def layer_table(model: nn.Module) -> list[dict]:
 
 def sparsity(model: nn.Module) -> float:
     """Global sparsity: zeros / elements over all counted (Conv/Linear) weights."""
-    rows = layer_table(model)
-    return sum(r["zeros"] for r in rows) / max(1, sum(r["params"] for r in rows))
+    return global_sparsity(model)
 
 
 def _csr_bytes(w: torch.Tensor) -> int:

@@ -59,6 +59,13 @@ def current_mask(module: nn.Module) -> torch.Tensor:
     return torch.ones_like(module.weight, dtype=torch.bool)
 
 
+def global_sparsity(model: nn.Module) -> float:
+    """Zeros / elements over all counted (Conv/Linear) weights."""
+    weights = [m.weight for m in prunable(model).values()]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return zeros / max(1, sum(w.numel() for w in weights))
+
+
 @torch.no_grad()
 def enforce(model: nn.Module) -> None:
     """Zero every masked weight again (after an optimiser step, a load, ...)."""

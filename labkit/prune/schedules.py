@@ -25,7 +25,7 @@ from torch import nn
 
 from ..config import check_fraction
 from .magnitude import prune_global
-from .masks import enforce
+from .masks import enforce, global_sparsity
 
 
 def _check_count(name: str, value) -> int:
@@ -143,7 +143,6 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
     acc_finetuned, epochs, total_epochs (fine-tuning so far), rewound, seconds
     (prune + evaluate + fine-tune), seconds_per_epoch and images_per_s (fine-tuning).
     """
-    from ..metrics import sparsity as global_sparsity  # metrics sits above prune: import late
     from ..train import fine_tune
 
     sparsities = [check_fraction("sparsity", s) for s in sparsities]
