@@ -104,12 +104,12 @@ class Context:
 
 def counted(model: nn.Module) -> int:
     """Nonzero Conv/Linear weights of `model`."""
-    return sum(int(torch.count_nonzero(m.weight)) for m in masks.prunable(model).values())
+    return masks.count_weights(model)[0]
 
 
 def counted_total(model: nn.Module) -> int:
     """All Conv/Linear weights of `model`."""
-    return sum(m.weight.numel() for m in masks.prunable(model).values())
+    return masks.count_weights(model)[1]
 
 
 def check_points(points) -> list[float]:

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import check_input
-from .prune.masks import global_sparsity, prunable, weight_state
+from .prune.masks import count_weights, global_sparsity, prunable, weight_state
 
 MIB = 2 ** 20
 
@@ -184,11 +184,10 @@ def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
     """Fraction of the reference's counted (Conv/Linear) weights that `model`
     no longer holds as nonzeros, whether removed physically or zeroed:
     1 - nonzero counted weights of model / counted weights of reference."""
-    ref = sum(m.weight.numel() for m in prunable(reference).values())
+    ref = count_weights(reference)[1]
     if ref == 0:
         raise ValueError(f"reference {type(reference).__name__} has no Conv/Linear weights")
-    nz = sum(int(torch.count_nonzero(m.weight)) for m in prunable(model).values())
-    return 1 - nz / ref
+    return 1 - count_weights(model)[0] / ref
 
 
 def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds: int = 3,

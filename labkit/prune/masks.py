@@ -59,11 +59,16 @@ def current_mask(module: nn.Module) -> torch.Tensor:
     return torch.ones_like(module.weight, dtype=torch.bool)
 
 
+def count_weights(model: nn.Module) -> tuple[int, int]:
+    """(nonzero, total) over all counted (Conv/Linear) weights."""
+    weights = [m.weight for m in prunable(model).values()]
+    return sum(int(torch.count_nonzero(w)) for w in weights), sum(w.numel() for w in weights)
+
+
 def global_sparsity(model: nn.Module) -> float:
     """Zeros / elements over all counted (Conv/Linear) weights."""
-    weights = [m.weight for m in prunable(model).values()]
-    zeros = sum(int((w == 0).sum()) for w in weights)
-    return zeros / max(1, sum(w.numel() for w in weights))
+    nonzero, total = count_weights(model)
+    return (total - nonzero) / max(1, total)
 
 
 @torch.no_grad()
