@@ -18,7 +18,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .config import check_fraction
 from .config import progress as _progress
+from .prune.magnitude import n_zeros
 from .prune.masks import prunable
 
 
@@ -73,7 +75,6 @@ def breakpoint(sparsities: list, accuracies: list, baseline: float, max_drop: fl
 
 def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
     """Curves name prunable layers of `model` and hold one accuracy per sparsity."""
-    from .config import check_fraction
 
     layers = prunable(model)
     if not isinstance(curves, dict) or not curves:
@@ -93,8 +94,6 @@ def plan_size(model: nn.Module, plan: dict) -> float:
     """Fraction of the dense size (nonzero / all parameters) that `model` keeps
     after pruning each layer of `plan` ({layer: absolute sparsity}) by magnitude;
     layers not in the plan keep their current zeros."""
-    from .config import check_fraction
-    from .prune.magnitude import n_zeros
 
     layers = prunable(model)
     total = sum(p.numel() for p in model.parameters())
@@ -186,7 +185,6 @@ def plan_for_size(model: nn.Module, curves: dict, sparsities: list, target: floa
 def iterate_sparsity(previous: float, beta: float) -> float:
     """One iteration of sensitivity-guided pruning: s_new = s_prev + (1 - s_prev) x beta,
     i.e. prune a further fraction `beta` of the weights that are still alive."""
-    from .config import check_fraction
 
     previous = check_fraction("previous sparsity", previous)
     beta = check_fraction("beta", beta)
