@@ -47,9 +47,10 @@ def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: 
     import papermill as pm
 
     name = src.stem
-    dropped = results.forget_lab(out_dir / "results.jsonl", name.split("_")[0])  # this run re-measures them
+    lab = name.split("_")[0]
+    dropped = results.forget_lab(out_dir / "results.jsonl", lab)  # this run re-measures them
     if dropped:
-        print(f"  ({dropped} earlier results rows of lab {name.split('_')[0]} replaced by this run)")
+        print(f"  ({dropped} earlier results rows of lab {lab} replaced by this run)")
     tmp = out_dir / f".{name}.running.ipynb"
     t0 = time.perf_counter()
     error = None
@@ -84,8 +85,10 @@ def write_index(out_dir: Path, profile: str, runs: list[dict]) -> Path:
                for p in sorted(out_dir.glob("*.ipynb")) if not p.name.startswith(".")
                and p.stem.replace(".FAILED", "") not in ran]   # --only keeps the other labs in the index
     for r in sorted(list(runs) + earlier, key=lambda r: r["name"]):
-        status = ("ok" if r["ok"] else "FAILED") + " (earlier run)" if r["seconds"] is None else (
-            "ok" if r["ok"] else f"FAILED ({r['error']})")
+        if r["seconds"] is None:
+            status = ("ok" if r["ok"] else "FAILED") + " (earlier run)"
+        else:
+            status = "ok" if r["ok"] else f"FAILED ({r['error']})"
         minutes = "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}"
         html = Path(r["output"]).with_suffix(".html").name
         lines.append(f"| {r['name']} | {status} | {minutes} | [{r['output']}]({r['output']}) "

@@ -81,14 +81,16 @@ def record(cfg, data, *, method: str, model: str, point, accuracy: float, metric
     return row
 
 
-def _rewrite(path: Path, change) -> None:
+def _rewrite(path: Path, change) -> int:
     """Replace the rows of `path` by change(rows), atomically, under a file lock
-    (notebooks may run side by side)."""
+    (notebooks may run side by side). Returns old row count - new row count."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = change(load(path))
+        old = load(path)
+        rows = change(old)
         atomic_write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), path)
+    return len(old) - len(rows)
 
 
 def forget_lab(path: Path | str, lab: str) -> int:
@@ -97,9 +99,7 @@ def forget_lab(path: Path | str, lab: str) -> int:
     path = Path(path)
     if not path.exists():
         return 0
-    before = len(load(path))
-    _rewrite(path, lambda rows: [r for r in rows if r.get("lab") != lab])
-    return before - len(load(path))
+    return _rewrite(path, lambda rows: [r for r in rows if r.get("lab") != lab])
 
 
 def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
