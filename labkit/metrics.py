@@ -27,7 +27,7 @@ from torch import nn
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import check_input
+from .models import check_input, has_conv
 from .prune.masks import count_weights, global_sparsity, prunable, weight_state
 
 MIB = 2 ** 20
@@ -115,9 +115,12 @@ def macs(model: nn.Module, input_shape: tuple) -> dict:
 
 @torch.no_grad()
 def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
-            threads: int | None = None, min_run_time: float = 0.5) -> float:
-    """Median seconds of one forward pass on `device` (torch.utils.benchmark,
-    warm-up first, threads fixed; CUDA timings are synchronised)."""
+            threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True) -> float:
+    """Median seconds of one inference forward pass of `model` on a random
+    (batch, *input_shape) input on `device`: eval mode, torch.inference_mode,
+    conv models in the channels_last layout unless `channels_last=False`
+    (torch.utils.benchmark, warm-up first, threads fixed; CUDA timings are
+    synchronised)."""
     import copy
     import logging
 
@@ -127,11 +130,14 @@ def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str
     dev = torch.device(device)
     m = copy.deepcopy(model).to(dev).eval()
     x = torch.randn((batch, *input_shape), device=dev)
+    if channels_last and has_conv(m) and x.ndim == 4:
+        m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     threads = threads or torch.get_num_threads()
-    for _ in range(3):
-        m(x)
-    timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads)
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+    with torch.inference_mode():
+        for _ in range(3):
+            m(x)
+        timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads)
+        return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = None,

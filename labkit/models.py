@@ -126,6 +126,11 @@ class ResNet18(nn.Module):
         return self.linear(x.mean(dim=(2, 3)))
 
 
+def has_conv(model: nn.Module) -> bool:
+    """True when `model` has a Conv2d, i.e. the channels_last layout applies."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 @torch.no_grad()
 def check_input(model: nn.Module, shape: tuple) -> None:
     """Raise ValueError naming `shape` when `model` cannot take (2, *shape) inputs."""

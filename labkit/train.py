@@ -2,8 +2,10 @@
 
 - SGD with (Nesterov) momentum, weight decay, and a per-step schedule: linear
   warm-up then linear or cosine decay.
-- On CUDA: bf16 autocast, channels_last, optional torch.compile, and no host
-  sync inside a step (loss and accuracy accumulate on the device).
+- Conv models train in the channels_last layout on every device (on the
+  2-core CPU a VGG step is about 2x faster, a ResNet-18 step 1.2x).
+- On CUDA: bf16 autocast, optional torch.compile, and no host sync inside a
+  step (loss and accuracy accumulate on the device).
 - Masked layers (``weight_mask`` buffers) are re-applied after every optimiser
   step: pruned weights stay exactly zero through fine-tuning.
 - A non-finite loss stops training with an error naming the epoch and step.
@@ -28,10 +30,10 @@ from tqdm import tqdm
 from . import config, recipes
 from .data import Data, Split
 from .io import atomic_save, load_verified
-from .models import build, check_input
+from .models import build, check_input, has_conv
 from .prune.masks import enforce, prunable
 
-CACHE_VERSION = 1      # bump when training code changes what a cached model would be
+CACHE_VERSION = 2      # bump when training code changes what a cached model would be
 NAN_CHECK_EVERY = 50   # steps between (syncing) non-finite loss checks
 
 
@@ -72,10 +74,17 @@ def _autocast(device: torch.device):
 
 
 def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """Move `model` to `device`; conv models go channels_last when asked."""
     model = model.to(device)
-    if channels_last and device.type == "cuda":
+    if channels_last and has_conv(model):
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv is not None and conv.weight.is_contiguous(memory_format=torch.channels_last) \
+        and not conv.weight.is_contiguous()
 
 
 @torch.no_grad()
@@ -85,7 +94,7 @@ def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int 
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for x, y in data.loader(split, batch_size):
+    for x, y in data.loader(split, batch_size, channels_last=_is_channels_last(model)):
         with _autocast(device):
             correct += (model(x).argmax(1) == y).sum()
     model.train(was_training)
@@ -133,7 +142,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     masked = [(m.weight, m.weight_mask) for m in prunable(model).values() if hasattr(m, "weight_mask")]
     weights, masks = [w for w, _ in masked], [mk.to(w.dtype) for w, mk in masked]
     loader = data.loader("train", batch_size, shuffle=True, augment=augment, drop_last=True,
-                         seed=seed, channels_last=channels_last and device.type == "cuda")
+                         seed=seed, channels_last=channels_last and has_conv(model))
     total, step, history = epochs * len(loader), 0, History()
     bar = tqdm(range(epochs), desc=desc, disable=not (progress and config.progress()), file=sys.stdout,
                mininterval=2)
