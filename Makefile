@@ -15,9 +15,6 @@ ifneq ($(wildcard ../shared/data/cifar10-images/train),)
 export LABKIT_CIFAR10_FOLDER ?= $(abspath ../shared/data/cifar10-images)
 endif
 
-# Idle OpenMP threads sleep rather than spin (much faster when the CPU is shared).
-export OMP_WAIT_POLICY ?= PASSIVE
-
 .PHONY: test report bench clean-venv
 
 $(VENV)/.installed: pyproject.toml

@@ -51,8 +51,10 @@ def load(name, fallback):
         return lk.data.load(fallback), "SYNTHETIC"
 
 
-def train_steps(model, batches, opt):
+def train_steps(model, batches, opt, channels_last=False):
     for x, y in batches:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # a no-op for labkit's batches
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -84,17 +86,22 @@ def torchvision_loader(data, batch, augment, workers=0):
 
 
 def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
-    """labkit's DeviceLoader epoch vs torchvision DataLoader+transforms epoch."""
+    """labkit's DeviceLoader epoch vs torchvision DataLoader+transforms epoch,
+    the same model and step on both sides (conv models channels_last, as in
+    labkit's fit; the DataLoader's batches are converted in the step)."""
     data.train = lk.data.Split(data.train.x[:n_train], data.train.y[:n_train])
     model = lk.models.build(model_name, width=width)
+    cl = lk.models.has_conv(model)
+    model = model.to(memory_format=torch.channels_last) if cl else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    ours = data.loader("train", batch, shuffle=True, augment=augment, drop_last=True)
+    ours = data.loader("train", batch, shuffle=True, augment=augment, drop_last=True, channels_last=cl)
     theirs = torchvision_loader(data, batch, augment)
-    t_ours, t_theirs = side_by_side(lambda: train_steps(model, ours, opt), lambda: train_steps(model, theirs, opt))
+    t_ours, t_theirs = side_by_side(lambda: train_steps(model, ours, opt, cl),
+                                    lambda: train_steps(model, theirs, opt, cl))
     steps = len(ours)
     x, y = next(iter(ours))
     fixed = [(x, y)] * steps
-    t_pure = median_time(lambda: train_steps(model, fixed, opt))
+    t_pure = median_time(lambda: train_steps(model, fixed, opt, cl))
     return [
         (f"{name}: DataLoader+transforms epoch / labkit epoch", t_theirs / t_ours,
          f"{kind} {data.name}, {n_train} images, batch {batch}, {model_name} w={width}"),
@@ -118,24 +125,41 @@ def masked_row():
 
 def channel_row():
     """Latency speed-up of a channel-pruned VGG (the study's width 1, half the
-    channels of every conv but the last) vs its MACs ratio, CPU, in the default
-    and the channels_last memory layout (the same layout for both models)."""
+    channels of every conv but the last) vs its MACs ratio: CPU inference
+    (torch.inference_mode) in the default and the channels_last memory layout,
+    the same layout for both models."""
     model = lk.models.build("vgg", width=1.0).eval()
     keep = {i: lk.prune.l2_ranking(model, i)[: c // 2] for i, c in enumerate(model.channels[:-1])}
     small = lk.prune.shrink_vgg(model, keep).eval()
     macs_ratio = lk.metrics.macs(model, (3, 32, 32))["macs"] / lk.metrics.macs(small, (3, 32, 32))["macs"]
     rows = []
     for layout in ("default", "channels_last"):
-        big_m, small_m = (model, small) if layout == "default" else \
-            (copy.deepcopy(model).to(memory_format=torch.channels_last),
-             copy.deepcopy(small).to(memory_format=torch.channels_last))
         for batch in (1, 64):
-            t_big = lk.metrics.latency(big_m, (3, 32, 32), batch=batch)
-            t_small = lk.metrics.latency(small_m, (3, 32, 32), batch=batch)
+            kw = dict(batch=batch, channels_last=layout == "channels_last")
+            pairs = [(lk.metrics.latency(model, (3, 32, 32), **kw), lk.metrics.latency(small, (3, 32, 32), **kw))
+                     for _ in range(REPEATS)]  # interleaved; the median of each side
+            t_big, t_small = (statistics.median(side) for side in zip(*pairs))
             speed = t_big / t_small
             rows.append((f"channel-pruned VGG speed-up / MACs ratio, b{batch}, {layout}", speed / macs_ratio,
                          f"VGG w=1: {1e3 * t_big:.1f} -> {1e3 * t_small:.1f} ms, speed-up {speed:.2f}x "
                          f"vs MACs {macs_ratio:.2f}x; goal >= 0.9"))
+    return rows
+
+
+def layout_row():
+    """One training step (forward, backward, SGD) in the default NCHW layout vs
+    channels_last, which labkit's fit uses for conv models on every device."""
+    rows = []
+    for name, width, batch in (("vgg", 0.25, 128), ("resnet18", 0.25, 64)):
+        x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+        nchw = lk.models.build(name, width=width)
+        cl = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (nchw, cl)]
+        t_nchw, t_cl = side_by_side(lambda: train_steps(nchw, [(x, y)] * 5, opts[0]),
+                                    lambda: train_steps(cl, [(x_cl, y)] * 5, opts[1]))
+        rows.append((f"training step NCHW / channels_last ({name} w={width}, b{batch})", t_nchw / t_cl,
+                     f"{1e3 * t_nchw / 5:.0f} -> {1e3 * t_cl / 5:.0f} ms a step, random input"))
     return rows
 
 
@@ -146,6 +170,7 @@ def rows(only: str | None):
                                           "vgg", 0.125, 128, True, 5120),
         "masked": masked_row,
         "channels": channel_row,
+        "layout": layout_row,
     }
     for name, task in tasks.items():
         if only is None or only in name:

@@ -112,9 +112,6 @@ def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None
     os.environ["LABKIT_CACHE"] = str(config.cache_root())
     os.environ["LABKIT_REPORTS"] = str(config.reports_root())
     os.environ["LABKIT_PROGRESS"] = "0"  # progress is the runner's; reports stay clean
-    # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning
-    # threads of one process starve the others (measured: 3.8 s -> 0.5 s per step).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if config.cifar10_folder() is not None:
         os.environ["LABKIT_CIFAR10_FOLDER"] = str(config.cifar10_folder())
     runs, t0 = [], time.perf_counter()
