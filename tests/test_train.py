@@ -1,4 +1,6 @@
 """Training: it learns, it stops on NaN, it caches and rebuilds corrupt entries, it repeats."""
+import copy
+
 import pytest
 import torch
 
@@ -57,3 +59,26 @@ def test_lr_schedule_shape():
     lrs = [lk.train.lr_at(s, 100, 1.0, 0.1, "linear") for s in range(100)]
     assert lrs[9] == pytest.approx(1.0) and lrs[0] < lrs[9] and lrs[-1] < 0.02
     assert max(lrs) == pytest.approx(1.0)
+
+
+def test_conv_models_train_channels_last_and_mlps_are_untouched():
+    cnn = lk.data.load("synthetic-cifar10", train_subset=256)
+    vgg = lk.models.build("vgg", width=0.0625)
+    lk.prune.prune_global(vgg, 0.5)
+    lk.train.fit(vgg, cnn, epochs=1, lr=0.05, batch_size=64, progress=False)
+    conv = vgg.backbone.conv0
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert lk.metrics.global_sparsity(vgg) == pytest.approx(0.5, abs=1e-3)   # masks still hold in this layout
+    nchw = copy.deepcopy(vgg).to(memory_format=torch.contiguous_format)
+    assert nchw.backbone.conv0.weight.is_contiguous()
+    assert lk.train.evaluate(vgg, cnn) == lk.train.evaluate(nchw, cnn)       # layout does not change answers
+    assert not lk.models.has_conv(lk.models.build("mlp", width=0.1))
+    lk.train.fit(nchw, cnn, epochs=1, lr=0.05, batch_size=64, progress=False, channels_last=False)
+    assert nchw.backbone.conv0.weight.is_contiguous()
+
+
+def test_latency_leaves_the_model_as_it_was():
+    m = lk.models.build("vgg", width=0.0625)
+    t = lk.metrics.latency(m, (3, 32, 32), min_run_time=0.01)
+    assert t > 0 and m.training and m.backbone.conv0.weight.is_contiguous()
+    assert m.backbone.conv0.weight.requires_grad
