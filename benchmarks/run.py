@@ -23,25 +23,18 @@ import labkit as lk
 REPEATS = 3
 
 
-def median_time(fn, repeats=REPEATS):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def side_by_side(*fns, repeats=REPEATS):
+    """Median seconds of each fn(), all run in turn `repeats` times after one
+    warm-up each, so a burst of load hits every side alike."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def side_by_side(a, b, repeats=REPEATS):
-    """Median seconds of a() and b(), run alternately after one warm-up each."""
-    a(), b()
-    ta, tb = [], []
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, acc in ((a, ta), (b, tb)):
+        for fn, acc in zip(fns, times):
             t0 = time.perf_counter()
             fn()
             acc.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
+    return tuple(statistics.median(t) for t in times)
 
 
 def load(name, fallback):
@@ -96,12 +89,10 @@ def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     ours = data.loader("train", batch, shuffle=True, augment=augment, drop_last=True, channels_last=cl)
     theirs = torchvision_loader(data, batch, augment)
-    t_ours, t_theirs = side_by_side(lambda: train_steps(model, ours, opt, cl),
-                                    lambda: train_steps(model, theirs, opt, cl))
-    steps = len(ours)
-    x, y = next(iter(ours))
-    fixed = [(x, y)] * steps
-    t_pure = median_time(lambda: train_steps(model, fixed, opt, cl))
+    fixed = [next(iter(ours))] * len(ours)
+    t_ours, t_theirs, t_pure = side_by_side(lambda: train_steps(model, ours, opt, cl),
+                                            lambda: train_steps(model, theirs, opt, cl),
+                                            lambda: train_steps(model, fixed, opt, cl), repeats=5)
     return [
         (f"{name}: DataLoader+transforms epoch / labkit epoch", t_theirs / t_ours,
          f"{kind} {data.name}, {n_train} images, batch {batch}, {model_name} w={width}"),
@@ -137,8 +128,8 @@ def channel_row():
         for batch in (1, 64):
             kw = dict(batch=batch, channels_last=layout == "channels_last")
             pairs = [(lk.metrics.latency(model, (3, 32, 32), **kw), lk.metrics.latency(small, (3, 32, 32), **kw))
-                     for _ in range(REPEATS)]  # interleaved; the median of each side
-            t_big, t_small = (statistics.median(side) for side in zip(*pairs))
+                     for _ in range(REPEATS)]  # interleaved; the fastest median of each side
+            t_big, t_small = (min(side) for side in zip(*pairs))
             speed = t_big / t_small
             rows.append((f"channel-pruned VGG speed-up / MACs ratio, b{batch}, {layout}", speed / macs_ratio,
                          f"VGG w=1: {1e3 * t_big:.1f} -> {1e3 * t_small:.1f} ms, speed-up {speed:.2f}x "

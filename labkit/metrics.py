@@ -115,18 +115,22 @@ def macs(model: nn.Module, input_shape: tuple) -> dict:
 
 @torch.no_grad()
 def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
-            threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True) -> float:
+            threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True,
+            rounds: int = 1) -> float:
     """Median seconds of one inference forward pass of `model` on a random
     (batch, *input_shape) input on `device`: eval mode, torch.inference_mode,
     conv models in the channels_last layout unless `channels_last=False`
     (torch.utils.benchmark, warm-up first, threads fixed; CUDA timings are
-    synchronised)."""
+    synchronised). With `rounds` > 1, the fastest of that many medians: a burst
+    of load on a shared machine inflates a median and never deflates it."""
     import copy
     import logging
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # CUDA_HOME notice on CPU
     from torch.utils import benchmark
 
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds={rounds!r} must be a positive integer")
     dev = torch.device(device)
     m = copy.deepcopy(model).to(dev).eval()
     x = torch.randn((batch, *input_shape), device=dev)
@@ -137,7 +141,7 @@ def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str
         for _ in range(3):
             m(x)
         timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads)
-        return timer.blocked_autorange(min_run_time=min_run_time).median
+        return min(timer.blocked_autorange(min_run_time=min_run_time).median for _ in range(rounds))
 
 
 def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = None,

@@ -38,6 +38,7 @@ def corrupt_results(root):
 CASES = [
     # (id, call(tmp_path), exception, text the message must contain)
     ("sparsity negative", lambda t: lk.prune.prune_per_tensor(mlp(), -0.1), ValueError, "-0.1"),
+    ("latency rounds zero", lambda t: lk.metrics.latency(mlp(), (1, 28, 28), rounds=0), ValueError, "rounds=0"),
     ("sparsity one", lambda t: lk.prune.prune_per_tensor(mlp(), 1.0), ValueError, "1.0"),
     ("sparsity above one", lambda t: lk.prune.prune_global(mlp(), 1.5), ValueError, "1.5"),
     ("sparsity NaN", lambda t: lk.prune.prune_global(mlp(), float("nan")), ValueError, "nan"),
