@@ -126,13 +126,12 @@ def channel_row():
     rows = []
     for layout in ("default", "channels_last"):
         for batch in (1, 64):
-            kw = dict(batch=batch, channels_last=layout == "channels_last")
-            pairs = [(lk.metrics.latency(model, (3, 32, 32), **kw), lk.metrics.latency(small, (3, 32, 32), **kw))
-                     for _ in range(REPEATS)]  # interleaved; the fastest median of each side
-            t_big, t_small = (min(side) for side in zip(*pairs))
-            speed = t_big / t_small
+            ms = lk.metrics.compare_latency({"big": model, "small": small}, (3, 32, 32), batch=batch,
+                                            rounds=REPEATS, min_run_time=0.5,
+                                            channels_last=layout == "channels_last")  # interleaved, fastest median
+            speed = ms["big"] / ms["small"]
             rows.append((f"channel-pruned VGG speed-up / MACs ratio, b{batch}, {layout}", speed / macs_ratio,
-                         f"VGG w=1: {1e3 * t_big:.1f} -> {1e3 * t_small:.1f} ms, speed-up {speed:.2f}x "
+                         f"VGG w=1: {ms['big']:.1f} -> {ms['small']:.1f} ms, speed-up {speed:.2f}x "
                          f"vs MACs {macs_ratio:.2f}x; goal >= 0.9"))
     return rows
 

@@ -113,7 +113,6 @@ def macs(model: nn.Module, input_shape: tuple) -> dict:
     return dict(macs=int(total), nonzero_macs=int(round(total - skipped)))
 
 
-@torch.no_grad()
 def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
             threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True,
             rounds: int = 1) -> float:
@@ -201,7 +200,8 @@ def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
 
 
 def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds: int = 3,
-                    threads: int | None = None, min_run_time: float = 0.2) -> dict[str, float]:
+                    threads: int | None = None, min_run_time: float = 0.2,
+                    channels_last: bool = True) -> dict[str, float]:
     """{name: milliseconds}: CPU latency of each model (a forward of a (batch,
     *input_shape) input, `threads` intra-op threads, default torch's) measured
     side by side: `rounds` passes over all models in turn, keeping each model's
@@ -212,6 +212,7 @@ def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds:
     best = {name: math.inf for name in models}
     for _ in range(rounds):
         for name, m in models.items():
-            t = latency(m, input_shape, batch=batch, device="cpu", threads=threads, min_run_time=min_run_time)
+            t = latency(m, input_shape, batch=batch, device="cpu", threads=threads, min_run_time=min_run_time,
+                        channels_last=channels_last)
             best[name] = min(best[name], 1e3 * t)
     return best
