@@ -321,6 +321,8 @@ class DeviceLoader:
     Yields ``(x, y)``: x float (B, C, H, W) normalised with mean/std (and, when
     ``augment``, randomly cropped from a 4-pixel reflect-padded copy and
     horizontally flipped, per image, on the device); y int64 (B,).
+    With ``channels_last`` x comes in that memory layout (a free view on the
+    augmented path, which works channels-last throughout).
     Shuffling uses a generator seeded with ``seed + epoch``, so runs repeat.
     """
 
@@ -333,9 +335,10 @@ class DeviceLoader:
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.seed, self.epoch, self.channels_last = seed, 0, channels_last
         dev = split.x.device
-        std_t = torch.tensor(std, device=dev).view(1, -1, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = -torch.tensor(mean, device=dev).view(1, -1, 1, 1) / std_t
+        std_t = torch.tensor(std, device=dev)
+        self.scale, self.shift = 1.0 / (255.0 * std_t), -torch.tensor(mean, device=dev) / std_t  # (C,)
+        # the augmented path crops uint8 rows out of a copy prepared once (see mirror_pad)
+        self.prepared = mirror_pad(split.x) if augment else None
 
     def __len__(self) -> int:
         n, b = len(self.split), self.batch_size
@@ -348,30 +351,68 @@ class DeviceLoader:
             g.manual_seed(self.seed + self.epoch)
             order = torch.randperm(n, generator=g, device=g.device).to(dev)
         else:
-            order = None
+            order = torch.arange(n, device=dev) if self.augment else None
         self.epoch += 1
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size] if order is not None else \
-                slice(i * self.batch_size, (i + 1) * self.batch_size)
-            x = self.split.x[idx].float() * self.scale + self.shift
-            if self.augment:
-                x = crop_flip(x)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            lo, hi = i * self.batch_size, (i + 1) * self.batch_size
+            idx = order[lo:hi] if order is not None else slice(lo, hi)
+            x = self._augmented(idx) if self.augment else self._plain(idx)
             yield x, self.split.y[idx]
 
+    def _plain(self, idx) -> torch.Tensor:
+        """(B, C, H, W) float, normalised, the images at idx (a slice or (B,) indices)."""
+        x = self.split.x[idx] if isinstance(idx, slice) else self.split.x.index_select(0, idx)
+        c = x.shape[1]
+        x = x.float() * self.scale.view(1, c, 1, 1) + self.shift.view(1, c, 1, 1)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Random crop from a `pad`-pixel reflect-padded copy plus random horizontal
-    flip, independently per image. x: (B, C, H, W) -> (B, C, H, W)."""
-    b, c, h, w = x.shape
-    xp = F.pad(x, (pad,) * 4, mode="reflect")
-    dy = torch.randint(0, 2 * pad + 1, (b, 1, 1, 1), device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1, 1, 1), device=x.device)
-    rows = dy + torch.arange(h, device=x.device).view(1, 1, h, 1)
-    cols = dx + torch.arange(w, device=x.device).view(1, 1, 1, w)
-    flip = torch.rand(b, 1, 1, 1, device=x.device) < 0.5
-    cols = torch.where(flip, 2 * dx + w - 1 - cols, cols)  # mirrored column order
-    bi = torch.arange(b, device=x.device).view(b, 1, 1, 1)
-    ci = torch.arange(c, device=x.device).view(1, c, 1, 1)
-    return xp[bi, ci, rows, cols]
+    def _augmented(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float, normalised, randomly cropped and flipped; channels-last
+        in memory (normalised as (B*H, W*C) rows, where the per-channel affine map is
+        a row vector: cheap and vectorised)."""
+        _, c, h, w = self.split.x.shape
+        x = crop_flip(self.prepared, idx, (h, w))                     # (B, H, W, C) uint8
+        rows = torch.addcmul(self.shift.repeat(w), x.view(-1, w * c), self.scale.repeat(w))
+        x = rows.view(-1, h, w, c).permute(0, 3, 1, 2)                  # channels_last view
+        return x if self.channels_last else x.contiguous()
+
+
+def _reflect_index(n: int, pad: int, device) -> torch.Tensor:
+    """(n + 2 pad,) int64: the source position of each position of a reflect-padded axis."""
+    i = torch.arange(-pad, n + pad, device=device).abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
+def mirror_pad(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Images prepared once for crop_flip: reflect-padded by `pad`, channels last,
+    and each padded row followed by its mirror image.
+    x: (N, C, H, W) -> (N, H + 2 pad, 2 (W + 2 pad), C), same dtype and device."""
+    _, _, h, w = x.shape
+    if pad < 1 or pad >= min(h, w):
+        raise ValueError(f"pad={pad!r} must be at least 1 and less than the image size {h}x{w}")
+    cols = _reflect_index(w, pad, x.device)
+    x = x.index_select(2, _reflect_index(h, pad, x.device)).index_select(3, torch.cat([cols, cols.flip(0)]))
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def crop_flip(prepared: torch.Tensor, idx: torch.Tensor, size: tuple) -> torch.Tensor:
+    """A random crop of `size` plus a random horizontal flip (p = 1/2) of each image
+    prepared[idx], independently per image.
+    prepared: (N, Hp, 2 Wp, C) from mirror_pad; idx: (B,) int64 -> (B, H, W, C).
+
+    Each output row is one contiguous run of W*C values of `prepared`: a crop of
+    the padded row, or, for a flipped image, a crop of its mirror image. So the
+    whole batch is one index_select of rows of an overlapping (unfold) view,
+    with no per-image Python and no host-device sync.
+    """
+    n, hp, w2, c = prepared.shape
+    h, w = size
+    wp = w2 // 2
+    b, dev = len(idx), prepared.device
+    dy = torch.randint(0, hp - h + 1, (b,), device=dev)
+    dx = torch.randint(0, wp - w + 1, (b,), device=dev)
+    flip = torch.randint(0, 2, (b,), device=dev)
+    row0 = idx * (hp * w2 * c) + dy * (w2 * c) + (flip * wp + dx) * c               # (B,)
+    starts = row0.view(b, 1) + torch.arange(h, device=dev).view(1, h) * (w2 * c)    # (B, H)
+    runs = prepared.view(-1).unfold(0, w * c, 1)                                     # (L, W*C) view
+    return runs.index_select(0, starts.view(-1)).view(b, h, w, c)

@@ -5,6 +5,7 @@ import struct
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import labkit as lk
 from labkit import data as D
@@ -52,14 +53,53 @@ def test_loader_covers_every_sample_once_and_reshuffles():
     assert torch.equal(torch.cat([y for _, y in again]), ys1)  # same seed, same order
 
 
-def test_crop_flip_shapes_and_content():
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float).view(2, 3, 8, 8)
-    y = D.crop_flip(x, pad=2)
-    assert y.shape == x.shape
-    # every output row is a (possibly mirrored) window of the padded input row
+def _crops(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Every crop and mirrored crop of a reflect-padded image batch, by plain slicing.
+    x: (B, C, H, W) -> (B, 2 (2 pad + 1)^2, C, H, W)."""
+    _, _, h, w = x.shape
+    xp = F.pad(x.float(), (pad,) * 4, mode="reflect")
+    c = [xp[:, :, i:i + h, j:j + w] for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+    return torch.stack(c + [t.flip(3) for t in c], 1)
+
+
+def test_crop_flip_gives_each_image_one_of_its_crops_and_mirrors():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 7, 9), dtype=torch.uint8, generator=g)
+    prepared = D.mirror_pad(x, pad=2)
+    assert prepared.shape == (6, 11, 26, 3) and prepared.dtype == torch.uint8
+    cand = _crops(x, 2)                                     # (6, 50, 3, 7, 9)
+    seen = set()
     torch.manual_seed(1)
-    z = D.crop_flip(torch.ones(4, 3, 8, 8))
-    assert torch.equal(z, torch.ones(4, 3, 8, 8))  # reflect padding of a constant image is constant
+    for _ in range(200):
+        idx = torch.randint(0, 6, (6,))
+        out = D.crop_flip(prepared, idx, (7, 9)).permute(0, 3, 1, 2).float()   # (6, 3, 7, 9)
+        hits = (cand[idx] == out[:, None]).flatten(2).all(2)                  # (6, 50)
+        assert hits.any(1).all(), "an output image is not a crop of its own padded image"
+        seen |= {(int(i), int(k)) for i, k in zip(idx, hits.float().argmax(1))}
+    # with random images each crop is unique, so every one of the 50 ways shows up
+    assert {k for _, k in seen} == set(range(50))
+
+
+def test_mirror_pad_rejects_a_pad_that_does_not_fit():
+    with pytest.raises(ValueError, match="pad=8"):
+        D.mirror_pad(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), pad=8)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_augmented_batches_are_normalised_crops_in_the_asked_layout(channels_last):
+    d = D.load("synthetic-cifar10")
+    loader = d.loader("train", 50, shuffle=True, augment=True, channels_last=channels_last)
+    torch.manual_seed(0)
+    x, y = next(iter(loader))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert x.shape == (50, 3, 32, 32) and x.dtype == torch.float32 and x.is_contiguous(memory_format=fmt)
+    mean, std = torch.tensor(d.mean).view(1, 3, 1, 1), torch.tensor(d.std).view(1, 3, 1, 1)
+    pixels = (x * std + mean) * 255                          # back to 0..255
+    assert (pixels - pixels.round()).abs().max() < 1e-3
+    order = torch.randperm(len(d.train), generator=torch.Generator().manual_seed(0))[:50]
+    assert torch.equal(y, d.train.y[order])
+    cand = _crops(d.train.x[order], 4)
+    assert (cand == pixels.round()[:, None]).flatten(2).all(2).any(1).all()
 
 
 def _write_idx(path, arr, magic):
