@@ -118,19 +118,21 @@ def channel_row():
     """Latency speed-up of a channel-pruned VGG (the study's width 1, half the
     channels of every conv but the last) vs its MACs ratio: CPU inference
     (torch.inference_mode) in the default and the channels_last memory layout,
-    the same layout for both models."""
+    eager and compiled (torch.compile with inductor freezing: BN folded into
+    the conv, weights prepacked: what a deployment runs); the same way for both models."""
     model = lk.models.build("vgg", width=1.0).eval()
     keep = {i: lk.prune.l2_ranking(model, i)[: c // 2] for i, c in enumerate(model.channels[:-1])}
     small = lk.prune.shrink_vgg(model, keep).eval()
     macs_ratio = lk.metrics.macs(model, (3, 32, 32))["macs"] / lk.metrics.macs(small, (3, 32, 32))["macs"]
     rows = []
-    for layout in ("default", "channels_last"):
+    for way, cl, compile in (("default", False, False), ("channels_last", True, False),
+                             ("channels_last, compiled", True, True)):
         for batch in (1, 64):
             ms = lk.metrics.compare_latency({"big": model, "small": small}, (3, 32, 32), batch=batch,
-                                            rounds=REPEATS, min_run_time=0.5,
-                                            channels_last=layout == "channels_last")  # interleaved, fastest median
+                                            rounds=REPEATS, min_run_time=0.5, channels_last=cl,
+                                            compile=compile)  # interleaved, fastest median
             speed = ms["big"] / ms["small"]
-            rows.append((f"channel-pruned VGG speed-up / MACs ratio, b{batch}, {layout}", speed / macs_ratio,
+            rows.append((f"channel-pruned VGG speed-up / MACs ratio, b{batch}, {way}", speed / macs_ratio,
                          f"VGG w=1: {ms['big']:.1f} -> {ms['small']:.1f} ms, speed-up {speed:.2f}x "
                          f"vs MACs {macs_ratio:.2f}x; goal >= 0.9"))
     return rows
@@ -171,9 +173,9 @@ def main():
     torch.manual_seed(0)
     only = sys.argv[1] if len(sys.argv) > 1 else None
     print(f"labkit benchmarks | torch {torch.__version__} | {lk.config.device_name(torch.device('cpu'))}")
-    print(f"{'measure':62s} {'ratio':>7s}  conditions")
+    print(f"{'measure':72s} {'ratio':>7s}  conditions")
     for label, ratio, note in rows(only):
-        print(f"{label:62s} {ratio:7.2f}  {note}", flush=True)
+        print(f"{label:72s} {ratio:7.2f}  {note}", flush=True)
 
 
 if __name__ == "__main__":

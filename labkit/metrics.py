@@ -113,34 +113,70 @@ def macs(model: nn.Module, input_shape: tuple) -> dict:
     return dict(macs=int(total), nonzero_macs=int(round(total - skipped)))
 
 
-def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
-            threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True,
-            rounds: int = 1) -> float:
-    """Median seconds of one inference forward pass of `model` on a random
-    (batch, *input_shape) input on `device`: eval mode, torch.inference_mode,
-    conv models in the channels_last layout unless `channels_last=False`
-    (torch.utils.benchmark, warm-up first, threads fixed; CUDA timings are
-    synchronised). With `rounds` > 1, the fastest of that many medians: a burst
-    of load on a shared machine inflates a median and never deflates it."""
-    import copy
-    import logging
-
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # CUDA_HOME notice on CPU
-    from torch.utils import benchmark
-
-    if not isinstance(rounds, int) or rounds < 1:
+def _check_rounds(rounds) -> None:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds={rounds!r} must be a positive integer")
+
+
+def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels_last: bool,
+              compile: bool) -> tuple:
+    """(m, x) ready to time: an eval copy of `model` on `device` (channels_last for
+    conv models when asked; torch.compile'd with inductor freezing when
+    `compile`) and a random (batch, *input_shape) input, after a warm-up
+    (which is when compilation happens)."""
+    import copy
+
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+
     dev = torch.device(device)
     m = copy.deepcopy(model).to(dev).eval()
     x = torch.randn((batch, *input_shape), device=dev)
     if channels_last and has_conv(m) and x.ndim == 4:
         m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    threads = threads or torch.get_num_threads()
-    with torch.inference_mode():
+    if compile:
+        m = torch.compile(m)
+    # freezing: weights become constants, so BN folds into the conv and conv weights are prepacked;
+    # each compiled copy is one more cache entry of the same forward, hence the higher limit
+    with torch.inference_mode(), inductor_config.patch(freezing=True), \
+            dynamo_config.patch(recompile_limit=max(64, dynamo_config.recompile_limit)):
         for _ in range(3):
             m(x)
-        timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads)
-        return min(timer.blocked_autorange(min_run_time=min_run_time).median for _ in range(rounds))
+    return m, x
+
+
+def _median_seconds(m, x, threads: int | None, min_run_time: float) -> float:
+    """Median seconds of m(x) under torch.inference_mode (torch.utils.benchmark)."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # CUDA_HOME notice on CPU
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads or torch.get_num_threads())
+    with torch.inference_mode():
+        return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
+            threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True,
+            rounds: int = 1, compile: bool = False) -> float:
+    """Median seconds of one inference forward pass of `model` on a random
+    (batch, *input_shape) input on `device`: eval mode, torch.inference_mode,
+    conv models in the channels_last layout unless `channels_last=False`
+    (torch.utils.benchmark, warm-up first, threads fixed; CUDA timings are
+    synchronised). With `rounds` > 1, the fastest of that many medians: a burst
+    of load on a shared machine inflates a median and never deflates it.
+
+    compile=True times what a deployment would run: the copy is compiled by
+    torch.compile (inductor, with freezing). This resets torch's compiler
+    caches first (torch.compiler.reset), so functions compiled earlier in the
+    process recompile on their next call. Needs a C++ compiler on CPU.
+    """
+    _check_rounds(rounds)
+    if compile:
+        torch.compiler.reset()
+    m, x = _prepared(model, input_shape, batch, device, channels_last, compile)
+    return min(_median_seconds(m, x, threads, min_run_time) for _ in range(rounds))
 
 
 def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = None,
@@ -201,18 +237,19 @@ def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
 
 def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds: int = 3,
                     threads: int | None = None, min_run_time: float = 0.2,
-                    channels_last: bool = True) -> dict[str, float]:
+                    channels_last: bool = True, compile: bool = False) -> dict[str, float]:
     """{name: milliseconds}: CPU latency of each model (a forward of a (batch,
     *input_shape) input, `threads` intra-op threads, default torch's) measured
     side by side: `rounds` passes over all models in turn, keeping each model's
     fastest median, so a burst of load on a shared machine hits every model
-    alike instead of one. One thread is the steadier choice on a busy machine."""
-    if not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds={rounds!r} must be a positive integer")
+    alike instead of one. One thread is the steadier choice on a busy machine.
+    `channels_last` and `compile` as in `latency`, the same for every model."""
+    _check_rounds(rounds)
+    if compile:
+        torch.compiler.reset()
+    ready = {name: _prepared(m, input_shape, batch, "cpu", channels_last, compile) for name, m in models.items()}
     best = {name: math.inf for name in models}
     for _ in range(rounds):
-        for name, m in models.items():
-            t = latency(m, input_shape, batch=batch, device="cpu", threads=threads, min_run_time=min_run_time,
-                        channels_last=channels_last)
-            best[name] = min(best[name], 1e3 * t)
+        for name, (m, x) in ready.items():
+            best[name] = min(best[name], 1e3 * _median_seconds(m, x, threads, min_run_time))
     return best

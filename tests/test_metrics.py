@@ -64,3 +64,14 @@ def test_latency_and_measure_fields():
                 "gzip_mib", "physical_mib", "macs", "nonzero_macs", "latency_cpu_ms"):
         assert key in out
     assert out["latency_cpu_ms"] > 0 and out["sparsity"] == 0.0
+
+
+def test_compiled_latency_compiles_every_model_even_past_dynamos_recompile_limit():
+    from torch._dynamo.utils import counters
+    limit = torch._dynamo.config.recompile_limit
+    models = {f"m{i}": lk.models.build("mlp", width=0.02) for i in range(limit + 1)}  # one code object, 9 copies
+    counters.clear()
+    ms = lk.metrics.compare_latency(models, (1, 28, 28), rounds=1, min_run_time=0.01, compile=True)
+    assert set(ms) == set(models) and all(0 < v < float("inf") for v in ms.values())
+    assert counters["stats"]["unique_graphs"] == len(models)   # none fell back to eager
+    assert lk.metrics.latency(models["m0"], (1, 28, 28), min_run_time=0.01, compile=True) > 0
