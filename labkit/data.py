@@ -39,13 +39,23 @@ VAL_SEED = 20241  # fixed: the validation split never depends on the run's seed
 
 @dataclass
 class Split:
-    """One split: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,)."""
+    """One split: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,). Treated as
+    immutable: a subset or a move to another device is a new Split."""
 
     x: torch.Tensor
     y: torch.Tensor
+    _prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def prepared(self, pad: int = 4) -> torch.Tensor:
+        """mirror_pad(x, pad): (N, H + 2 pad, 2 (W + 2 pad), C), made on first use and
+        kept, so every augmented loader over this split shares it (for 32x32 RGB
+        images with pad 4 it holds 3.1x the bytes of x)."""
+        if pad not in self._prepared:
+            self._prepared[pad] = mirror_pad(self.x, pad)
+        return self._prepared[pad]
 
     def to(self, device) -> "Split":
         return Split(self.x.to(device), self.y.to(device))
@@ -337,8 +347,6 @@ class DeviceLoader:
         dev = split.x.device
         std_t = torch.tensor(std, device=dev)
         self.scale, self.shift = 1.0 / (255.0 * std_t), -torch.tensor(mean, device=dev) / std_t  # (C,)
-        # the augmented path crops uint8 rows out of a copy prepared once (see mirror_pad)
-        self.prepared = mirror_pad(split.x) if augment else None
 
     def __len__(self) -> int:
         n, b = len(self.split), self.batch_size
@@ -371,7 +379,7 @@ class DeviceLoader:
         in memory (normalised as (B*H, W*C) rows, where the per-channel affine map is
         a row vector: cheap and vectorised)."""
         _, c, h, w = self.split.x.shape
-        x = crop_flip(self.prepared, idx, (h, w))                     # (B, H, W, C) uint8
+        x = crop_flip(self.split.prepared(), idx, (h, w))             # (B, H, W, C) uint8
         rows = torch.addcmul(self.shift.repeat(w), x.view(-1, w * c), self.scale.repeat(w))
         x = rows.view(-1, h, w, c).permute(0, 3, 1, 2)                  # channels_last view
         return x if self.channels_last else x.contiguous()
@@ -387,12 +395,13 @@ def mirror_pad(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Images prepared once for crop_flip: reflect-padded by `pad`, channels last,
     and each padded row followed by its mirror image.
     x: (N, C, H, W) -> (N, H + 2 pad, 2 (W + 2 pad), C), same dtype and device."""
-    _, _, h, w = x.shape
+    n, c, h, w = x.shape
     if pad < 1 or pad >= min(h, w):
         raise ValueError(f"pad={pad!r} must be at least 1 and less than the image size {h}x{w}")
     cols = _reflect_index(w, pad, x.device)
-    x = x.index_select(2, _reflect_index(h, pad, x.device)).index_select(3, torch.cat([cols, cols.flip(0)]))
-    return x.permute(0, 2, 3, 1).contiguous()
+    cols = torch.cat([cols, cols.flip(0)])                                  # (2 (W + 2 pad),)
+    rows = x.permute(0, 2, 3, 1).contiguous().index_select(1, _reflect_index(h, pad, x.device))
+    return rows.view(-1, w, c).index_select(1, cols).view(n, h + 2 * pad, len(cols), c)
 
 
 def crop_flip(prepared: torch.Tensor, idx: torch.Tensor, size: tuple) -> torch.Tensor:

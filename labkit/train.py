@@ -1,9 +1,11 @@
 """Training: fit, evaluate, fine-tune, and a cache of trained dense models.
 
 - SGD with (Nesterov) momentum, weight decay, and a per-step schedule: linear
-  warm-up then linear or cosine decay.
+  warm-up then linear or cosine decay. PyTorch's fused SGD on CPU and CUDA
+  (one kernel a step over all parameters): on the 2-core CPU an MLP step is
+  1.15x faster; for the conv models the difference is within noise.
 - Conv models train in the channels_last layout on every device (on the
-  2-core CPU a VGG step is about 2x faster, a ResNet-18 step 1.2x).
+  2-core CPU a VGG step is 1.3-1.5x faster, a ResNet-18 step 1.3-1.4x).
 - On CUDA: bf16 autocast, optional torch.compile, and no host sync inside a
   step (loss and accuracy accumulate on the device).
 - Masked layers (``weight_mask`` buffers) are re-applied after every optimiser
@@ -113,6 +115,21 @@ def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> flo
     return lr * (1 - t) if schedule == "linear" else lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+        nesterov: bool = True) -> torch.optim.SGD:
+    """fit's optimiser for `model` (already on its device): SGD with weight decay
+    on the weights (ndim > 1) only, Nesterov momentum when asked, and PyTorch's
+    fused implementation on CPU and CUDA."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    device = next(model.parameters()).device
+    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                           fused=True if device.type in ("cpu", "cuda") else None)
+
+
 def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int,
         momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
         warmup: float = 0.1, schedule: str = "linear", label_smoothing: float = 0.0,
@@ -133,12 +150,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     model = _prepare(model, device, channels_last)
     check_input(model, data.shape)
     step_fn = torch.compile(model) if compile else model
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    opt = sgd(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
     masked = [(m.weight, m.weight_mask) for m in prunable(model).values() if hasattr(m, "weight_mask")]
     weights, masks = [w for w, _ in masked], [mk.to(w.dtype) for w, mk in masked]
     loader = data.loader("train", batch_size, shuffle=True, augment=augment, drop_last=True,

@@ -188,3 +188,13 @@ def test_configure_loads_data_and_prints_stamp(capsys):
     assert cfg.dataset == "synthetic-cifar10" and cfg.data.synthetic
     for word in ("torch", "profile smoke", "seed 0", "SYNTHETIC", "sha256 " + cfg.data.hash, "git"):
         assert word in out
+
+
+def test_split_prepares_its_padded_copy_once_for_every_augmented_loader():
+    d = D.load("synthetic-cifar10")
+    p = d.train.prepared()
+    assert torch.equal(p, D.mirror_pad(d.train.x)) and d.train.prepared() is p
+    next(iter(d.loader("train", 8, augment=True)))
+    assert d.train.prepared() is p and d.train._prepared == {4: p}
+    sub = D.Split(d.train.x[:10], d.train.y[:10])            # a subset is a new Split with its own copy
+    assert sub.prepared().shape[0] == 10

@@ -82,3 +82,13 @@ def test_latency_leaves_the_model_as_it_was():
     t = lk.metrics.latency(m, (3, 32, 32), min_run_time=0.01)
     assert t > 0 and m.training and m.backbone.conv0.weight.is_contiguous()
     assert m.backbone.conv0.weight.requires_grad
+
+
+def test_fits_optimiser_is_fused_sgd_with_decay_on_weights_only():
+    m = lk.models.build("vgg", width=0.0625)
+    opt = lk.train.sgd(m, lr=0.1, weight_decay=1e-3)
+    decay, no_decay = opt.param_groups
+    assert opt.defaults["fused"] and opt.defaults["nesterov"]
+    assert decay["weight_decay"] == 1e-3 and all(p.ndim > 1 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
