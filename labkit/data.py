@@ -86,6 +86,18 @@ class Data:
         """(C, H, W) of one image."""
         return tuple(self.train.x.shape[1:])
 
+    @property
+    def label(self) -> str:
+        """A short name for figure titles: the dataset, plus what makes it other
+        than the standard one (synthetic data, a training subset, a test subset)."""
+        if self.synthetic:
+            return f"{self.name} (synthetic, NOT real data)"
+        parts = [f"{len(self.train):,}-image train SUBSET"] if any("SUBSET" in n for n in self.notes) else []
+        if "SUBSET" in self.test_label:
+            parts.append(f"test SUBSET of {len(self.test):,} images")
+        name = {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(self.name, self.name)
+        return name + (f" ({', '.join(parts)})" if parts else "")
+
     def describe(self) -> str:
         """One line naming the data and the size of each split."""
         return (f"{self.name}: train {len(self.train):,} / val {len(self.val):,} / test {len(self.test):,}"

@@ -5,7 +5,7 @@
   (one kernel a step over all parameters): on the 2-core CPU an MLP step is
   1.15x faster; for the conv models the difference is within noise.
 - Conv models train in the channels_last layout on every device (on the
-  2-core CPU a VGG step is 1.3-1.5x faster, a ResNet-18 step 1.3-1.4x).
+  2-core CPU a VGG step is 1.3-1.5x faster, a ResNet-18 step 1.2-1.4x).
 - On CUDA: bf16 autocast, optional torch.compile, and no host sync inside a
   step (loss and accuracy accumulate on the device).
 - Masked layers (``weight_mask`` buffers) are re-applied after every optimiser

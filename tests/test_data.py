@@ -198,3 +198,14 @@ def test_split_prepares_its_padded_copy_once_for_every_augmented_loader():
     assert d.train.prepared() is p and d.train._prepared == {4: p}
     sub = D.Split(d.train.x[:10], d.train.y[:10])            # a subset is a new Split with its own copy
     assert sub.prepared().shape[0] == 10
+
+
+def test_label_names_synthetic_data_and_subsets():
+    import dataclasses
+    d = D.load("synthetic-cifar10")
+    assert d.label == "synthetic-cifar10 (synthetic, NOT real data)"
+    real = dataclasses.replace(d, name="cifar10", notes=[], test_label="CIFAR-10 test set (10,000 images)")
+    assert real.label == "CIFAR-10"
+    sub = dataclasses.replace(real, notes=["training on a SUBSET of 4,000 training images"],
+                              test_label="CIFAR-10 test SUBSET: 1,000 test images (of 10,000) from x")
+    assert sub.label == f"CIFAR-10 ({len(d.train):,}-image train SUBSET, test SUBSET of {len(d.test):,} images)"
