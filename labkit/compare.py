@@ -93,9 +93,7 @@ class Context:
         b = self.budget
         if not b.epochs:
             return
-        data = self.tune_data
-        if images is not None and images < len(data.train):
-            data = dataclasses.replace(data, train=type(data.train)(data.train.x[:images], data.train.y[:images]))
+        data = self.tune_data if images is None else _head(self.tune_data, images)
         train.fine_tune(model, data, epochs=b.epochs, lr=b.lr, batch_size=min(b.batch_size, len(data.train)),
                         augment=b.augment, seed=self.seed, progress=self.progress)
 
@@ -165,8 +163,7 @@ def global_iterative(dense, points, ctx):
 
     n = int(ctx.knobs.get("iterative_steps", 3))
     share = max(1, len(ctx.tune_data.train) // n)
-    part = dataclasses.replace(ctx.tune_data, train=type(ctx.tune_data.train)(
-        ctx.tune_data.train.x[:share], ctx.tune_data.train.y[:share]))
+    part = _head(ctx.tune_data, share)
     b = ctx.budget
     for c in points:
         m = copy.deepcopy(dense)
@@ -451,6 +448,13 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
             log(f"{model_name} | {name} | {c:g}x (reached {row['compression']:.1f}x) | seed {seed}: accuracy "
                 + (f"{100 * before:.2f}% -> " if before is not None else "") + f"{100 * acc:.2f}% after fine-tuning")
     return rows
+
+
+def _head(data, n: int):
+    """`data` with its training split cut to the first `n` images (itself when n >= its size)."""
+    if n >= len(data.train):
+        return data
+    return dataclasses.replace(data, train=type(data.train)(data.train.x[:n], data.train.y[:n]))
 
 
 def _subset(data, n: int, seed: int):

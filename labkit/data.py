@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import config
 from .io import atomic_save, load_verified
@@ -359,6 +358,8 @@ class DeviceLoader:
         dev = split.x.device
         std_t = torch.tensor(std, device=dev)
         self.scale, self.shift = 1.0 / (255.0 * std_t), -torch.tensor(mean, device=dev) / std_t  # (C,)
+        w = split.x.shape[-1]   # the augmented path normalises (B*H, W*C) rows: the affine map as row vectors
+        self.scale_row, self.shift_row = self.scale.repeat(w), self.shift.repeat(w)               # (W*C,)
 
     def __len__(self) -> int:
         n, b = len(self.split), self.batch_size
@@ -392,7 +393,7 @@ class DeviceLoader:
         a row vector: cheap and vectorised)."""
         _, c, h, w = self.split.x.shape
         x = crop_flip(self.split.prepared(), idx, (h, w))             # (B, H, W, C) uint8
-        rows = torch.addcmul(self.shift.repeat(w), x.view(-1, w * c), self.scale.repeat(w))
+        rows = torch.addcmul(self.shift_row, x.view(-1, w * c), self.scale_row)
         x = rows.view(-1, h, w, c).permute(0, 3, 1, 2)                  # channels_last view
         return x if self.channels_last else x.contiguous()
 
