@@ -344,7 +344,8 @@ class DeviceLoader:
     horizontally flipped, per image, on the device); y int64 (B,).
     With ``channels_last`` x comes in that memory layout (a free view on the
     augmented path, which works channels-last throughout).
-    Shuffling uses a generator seeded with ``seed + epoch``, so runs repeat.
+    Shuffling and augmentation draw from a generator seeded with ``seed + epoch``
+    (never from torch's global RNG), so an epoch repeats whatever ran before it.
     """
 
     def __init__(self, split: Split, batch_size: int, *, mean, std, shuffle: bool = False,
@@ -367,9 +368,9 @@ class DeviceLoader:
 
     def __iter__(self):
         n, dev = len(self.split), self.split.x.device
+        g = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
+        g.manual_seed(self.seed + self.epoch)
         if self.shuffle:
-            g = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
-            g.manual_seed(self.seed + self.epoch)
             order = torch.randperm(n, generator=g, device=g.device).to(dev)
         else:
             order = torch.arange(n, device=dev) if self.augment else None
@@ -377,7 +378,7 @@ class DeviceLoader:
         for i in range(len(self)):
             lo, hi = i * self.batch_size, (i + 1) * self.batch_size
             idx = order[lo:hi] if order is not None else slice(lo, hi)
-            x = self._augmented(idx) if self.augment else self._plain(idx)
+            x = self._augmented(idx, g) if self.augment else self._plain(idx)
             yield x, self.split.y[idx]
 
     def _plain(self, idx) -> torch.Tensor:
@@ -387,12 +388,12 @@ class DeviceLoader:
         x = x.float() * self.scale.view(1, c, 1, 1) + self.shift.view(1, c, 1, 1)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _augmented(self, idx: torch.Tensor) -> torch.Tensor:
+    def _augmented(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, C, H, W) float, normalised, randomly cropped and flipped; channels-last
         in memory (normalised as (B*H, W*C) rows, where the per-channel affine map is
         a row vector: cheap and vectorised)."""
         _, c, h, w = self.split.x.shape
-        x = crop_flip(self.split.prepared(), idx, (h, w))             # (B, H, W, C) uint8
+        x = crop_flip(self.split.prepared(), idx, (h, w), generator)  # (B, H, W, C) uint8
         rows = torch.addcmul(self.shift_row, x.view(-1, w * c), self.scale_row)
         x = rows.view(-1, h, w, c).permute(0, 3, 1, 2)                  # channels_last view
         return x if self.channels_last else x.contiguous()
@@ -417,9 +418,11 @@ def mirror_pad(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     return rows.view(-1, w, c).index_select(1, cols).view(n, h + 2 * pad, len(cols), c)
 
 
-def crop_flip(prepared: torch.Tensor, idx: torch.Tensor, size: tuple) -> torch.Tensor:
+def crop_flip(prepared: torch.Tensor, idx: torch.Tensor, size: tuple,
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """A random crop of `size` plus a random horizontal flip (p = 1/2) of each image
-    prepared[idx], independently per image.
+    prepared[idx], independently per image, drawn from `generator` (a generator on
+    prepared's device; None: torch's global RNG).
     prepared: (N, Hp, 2 Wp, C) from mirror_pad; idx: (B,) int64 -> (B, H, W, C).
 
     Each output row is one contiguous run of W*C values of `prepared`: a crop of
@@ -431,9 +434,9 @@ def crop_flip(prepared: torch.Tensor, idx: torch.Tensor, size: tuple) -> torch.T
     h, w = size
     wp = w2 // 2
     b, dev = len(idx), prepared.device
-    dy = torch.randint(0, hp - h + 1, (b,), device=dev)
-    dx = torch.randint(0, wp - w + 1, (b,), device=dev)
-    flip = torch.randint(0, 2, (b,), device=dev)
+    dy = torch.randint(0, hp - h + 1, (b,), device=dev, generator=generator)
+    dx = torch.randint(0, wp - w + 1, (b,), device=dev, generator=generator)
+    flip = torch.randint(0, 2, (b,), device=dev, generator=generator)
     row0 = idx * (hp * w2 * c) + dy * (w2 * c) + (flip * wp + dx) * c               # (B,)
     starts = row0.view(b, 1) + torch.arange(h, device=dev).view(1, h) * (w2 * c)    # (B, H)
     runs = prepared.view(-1).unfold(0, w * c, 1)                                     # (L, W*C) view

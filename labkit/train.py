@@ -35,7 +35,7 @@ from .io import atomic_save, load_verified
 from .models import build, check_input, has_conv
 from .prune.masks import enforce, prunable
 
-CACHE_VERSION = 3      # bump when training code changes what a cached model would be
+CACHE_VERSION = 4      # bump when training code changes what a cached model would be
 NAN_CHECK_EVERY = 50   # steps between (syncing) non-finite loss checks
 
 

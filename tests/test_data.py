@@ -89,7 +89,6 @@ def test_mirror_pad_rejects_a_pad_that_does_not_fit():
 def test_augmented_batches_are_normalised_crops_in_the_asked_layout(channels_last):
     d = D.load("synthetic-cifar10")
     loader = d.loader("train", 50, shuffle=True, augment=True, channels_last=channels_last)
-    torch.manual_seed(0)
     x, y = next(iter(loader))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     assert x.shape == (50, 3, 32, 32) and x.dtype == torch.float32 and x.is_contiguous(memory_format=fmt)
@@ -100,6 +99,20 @@ def test_augmented_batches_are_normalised_crops_in_the_asked_layout(channels_las
     assert torch.equal(y, d.train.y[order])
     cand = _crops(d.train.x[order], 4)
     assert (cand == pixels.round()[:, None]).flatten(2).all(2).any(1).all()
+
+
+def test_augmented_epochs_repeat_whatever_the_global_rng_did():
+    d = D.load("synthetic-cifar10")
+    epochs = lambda loader: [torch.cat([x for x, _ in loader]) for _ in range(2)]   # 2 x (N, 3, 32, 32)
+    torch.manual_seed(0)
+    first = epochs(d.loader("train", 500, shuffle=True, augment=True, seed=5))
+    torch.manual_seed(99); torch.rand(1000)                  # another global RNG state
+    again = epochs(d.loader("train", 500, shuffle=True, augment=True, seed=5))
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], first[1])               # each epoch draws new crops
+    other = epochs(d.loader("train", 500, shuffle=False, augment=True, seed=6))
+    plain = epochs(d.loader("train", 500, shuffle=False, augment=True, seed=5))
+    assert not torch.equal(other[0], plain[0])               # the seed, not only the order, sets the crops
 
 
 def _write_idx(path, arr, magic):

@@ -32,6 +32,21 @@ def test_same_seed_same_numbers(tiny_data):
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1] and torch.equal(runs[0][2], runs[1][2])
 
 
+def test_augmented_fit_does_not_depend_on_the_global_rng():
+    """A cached dense model skips its training and so leaves the global RNG elsewhere:
+    the fine-tuning after it must not care."""
+    d = lk.data.load("synthetic-cifar10", train_subset=256)
+    start = lk.models.build("vgg", width=0.0625).state_dict()
+    weights = []
+    for global_seed in (0, 123):
+        m = lk.models.build("vgg", width=0.0625)
+        m.load_state_dict(start)
+        torch.manual_seed(global_seed)
+        lk.train.fit(m, d, epochs=1, lr=0.05, batch_size=64, augment=True, seed=0, progress=False)
+        weights.append(m.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_dense_cache_hit_and_corrupt_rebuild(tiny_data, tmp_env, capsys):
     kw = dict(width=0.1, epochs=1)
     m1, h1 = lk.train.dense("mlp", tiny_data, "smoke", **kw)
