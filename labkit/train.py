@@ -138,7 +138,9 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     """Train `model` in place on data.train; evaluate on data.val after each epoch.
 
     Masked layers stay masked. Returns a History. Raises TrainingDiverged on a
-    non-finite loss, naming the epoch and step.
+    non-finite loss, naming the epoch and step. `seed` fixes the batches: epoch
+    e is shuffled and augmented from seed + e, so two calls with one seed see
+    the same batches; give each of a series of fine-tunes its own seed.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r} must be a non-negative integer")

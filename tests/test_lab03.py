@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import hashlib
 import pickle
+import types
 
 import numpy as np
 import pytest
@@ -127,6 +128,15 @@ def test_runner_rows_hit_targets_and_hold_both_accuracies(data):
     for r, t in zip(one, [0.5, 0.75, 0.9]):
         assert abs(r["global_sparsity"] - t) <= 1e-3 and abs(lk.metrics.sparsity(r["model"]) - t) <= 1e-3
     assert lk.metrics.sparsity(dense) == 0.0  # one-shot prunes copies, never the dense model
+
+
+def test_every_epoch_of_a_schedule_gets_its_own_batches(data, monkeypatch):
+    """The loader seeds epoch e with seed + e; rounds of 2 epochs must not replay each other's epochs."""
+    calls, history = [], types.SimpleNamespace(seconds_per_epoch=lambda: 1.0, images_per_s=lambda: 1.0)
+    monkeypatch.setattr(lk.train, "fine_tune", lambda m, d, *, epochs, seed, **kw: calls.append((seed, epochs)) or history)
+    schedules.run(resnet(), data, [0.2, 0.4, 0.6], epochs=2, lr=0.01, batch_size=32, evaluate=lambda m: 0.0, seed=7)
+    epoch_seeds = [s + e for s, n in calls for e in range(n)]
+    assert len(calls) == 3 and epoch_seeds == list(range(7, 13))
 
 
 def test_pruned_weights_stay_exactly_zero_through_every_fine_tuning_step(data):

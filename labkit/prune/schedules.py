@@ -160,7 +160,9 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
             rewind(model, rewind_to)
         sec_epoch = ips = float("nan")
         if epochs > 0:
-            h = fine_tune(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + i,
+            # the loader seeds epoch e with seed + e: counting on from the epochs so far gives
+            # every epoch of the schedule its own shuffle and crops
+            h = fine_tune(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + total,
                           desc=f"{desc} {s:.3f}", **fit_kw)
             sec_epoch, ips = h.seconds_per_epoch(), h.images_per_s()
         total += epochs
