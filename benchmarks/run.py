@@ -23,9 +23,10 @@ import labkit as lk
 REPEATS = 3
 
 
-def side_by_side(*fns, repeats=REPEATS):
-    """Median seconds of each fn(), all run in turn `repeats` times after one
-    warm-up each, so a burst of load hits every side alike."""
+def runs(*fns, repeats=REPEATS):
+    """Seconds of each fn() in each of `repeats` rounds (a list per fn), all run
+    in turn every round after one warm-up each, so a burst of load hits every
+    side alike."""
     for fn in fns:
         fn()
     times = [[] for _ in fns]
@@ -34,7 +35,18 @@ def side_by_side(*fns, repeats=REPEATS):
             t0 = time.perf_counter()
             fn()
             acc.append(time.perf_counter() - t0)
-    return tuple(statistics.median(t) for t in times)
+    return times
+
+
+def side_by_side(*fns, repeats=REPEATS):
+    """Median seconds of each fn() (see runs)."""
+    return tuple(statistics.median(t) for t in runs(*fns, repeats=repeats))
+
+
+def paired(a: list, b: list) -> float:
+    """Median over rounds of a[i] / b[i]: each ratio compares two runs made
+    moments apart, so slow drifts of the machine's speed cancel."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def load(name, fallback):
@@ -85,33 +97,36 @@ def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
     and hyper-parameters, and vs the pure compute of fit's step on one fixed
     batch. A fourth side, the DataLoader feeding fit's step, isolates the
     loader. Conv models run channels_last on every side, as fit runs them;
-    fit's per-epoch validation is cut to one batch."""
+    fit's per-epoch validation is cut to one batch. Every side trains the same
+    model object (each with its own optimiser): separate copies of one model
+    time differently by a few per cent on this VM, which would blur a 5 % goal.
+    Ratios are medians of per-round ratios (see paired)."""
     data.train = lk.data.Split(data.train.x[:n_train], data.train.y[:n_train])
     data.val = lk.data.Split(data.val.x[:batch], data.val.y[:batch])
     base = lk.models.build(model_name, width=width)
     cl = lk.models.has_conv(base)
     hp = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
 
-    def copy_of():
-        m = copy.deepcopy(base)
-        return m.to(memory_format=torch.channels_last) if cl else m
-
-    m_fit, m_plain, m_pure, m_dl = (copy_of() for _ in range(4))
-    plain_opt = torch.optim.SGD(m_plain.parameters(), **hp)
-    pure_opt, dl_opt = lk.train.sgd(m_pure, **hp), lk.train.sgd(m_dl, **hp)
+    m = base.to(memory_format=torch.channels_last) if cl else base
+    plain_opt = torch.optim.SGD(m.parameters(), **hp)
+    pure_opt, dl_opt = lk.train.sgd(m, **hp), lk.train.sgd(m, **hp)
     ours = data.loader("train", batch, shuffle=True, augment=augment, drop_last=True, channels_last=cl)
     theirs = torchvision_loader(data, batch, augment)
     fixed = [next(iter(ours))] * len(ours)
-    fit = lambda: lk.train.fit(m_fit, data, epochs=1, batch_size=batch, augment=augment, warmup=0.0,
+    fit = lambda: lk.train.fit(m, data, epochs=1, batch_size=batch, augment=augment, warmup=0.0,
                                schedule="constant", progress=False, **hp)
-    t_fit, t_plain, t_pure, t_dl = side_by_side(fit, lambda: train_steps(m_plain, theirs, plain_opt, cl),
-                                                lambda: train_steps(m_pure, fixed, pure_opt, cl),
-                                                lambda: train_steps(m_dl, theirs, dl_opt, cl), repeats=5)
+    t_fit, t_plain, t_pure, t_dl = runs(fit, lambda: train_steps(m, theirs, plain_opt, cl),
+                                        lambda: train_steps(m, fixed, pure_opt, cl),
+                                        lambda: train_steps(m, theirs, dl_opt, cl), repeats=7)
     what = f"{kind} {data.name}, {n_train} images, batch {batch}, {model_name} w={width}"
+    spread = max(a / b for a, b in zip(t_fit, t_pure)), min(a / b for a, b in zip(t_fit, t_pure))
     return [
-        (f"{name}: plain DataLoader loop / labkit fit, one epoch", t_plain / t_fit, what),
-        (f"{name}:   the loader alone: DataLoader / DeviceLoader, fit's step", t_dl / t_fit, "same step both sides"),
-        (f"{name}: labkit fit epoch / pure compute (fixed batch)", t_fit / t_pure, "goal <= 1.05"),
+        (f"{name}: plain DataLoader loop / labkit fit, one epoch", paired(t_plain, t_fit),
+         f"{what}; fit {statistics.median(t_fit):.2f} s"),
+        (f"{name}:   the loader alone: DataLoader / DeviceLoader, fit's step", paired(t_dl, t_fit),
+         "same step both sides"),
+        (f"{name}: labkit fit epoch / pure compute (fixed batch)", paired(t_fit, t_pure),
+         f"goal <= 1.05; rounds {spread[1]:.2f}-{spread[0]:.2f}"),
     ]
 
 
