@@ -96,7 +96,7 @@ def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
     feeding torch.optim.SGD with its default implementation) on the same model
     and hyper-parameters, and vs the pure compute of fit's step on one fixed
     batch. A fourth side, the DataLoader feeding fit's step, isolates the
-    loader. Conv models run channels_last on every side, as fit runs them;
+    loader; a fifth, labkit's loader alone, shows what it adds to the compute. Conv models run channels_last on every side, as fit runs them;
     fit's per-epoch validation is cut to one batch. Every side trains the same
     model object (each with its own optimiser): separate copies of one model
     time differently by a few per cent on this VM, which would blur a 5 % goal.
@@ -115,10 +115,11 @@ def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
     fixed = [next(iter(ours))] * len(ours)
     fit = lambda: lk.train.fit(m, data, epochs=1, batch_size=batch, augment=augment, warmup=0.0,
                                schedule="constant", progress=False, **hp)
-    t_fit, t_plain, t_pure, t_dl = runs(fit, lambda: train_steps(m, theirs, plain_opt, cl),
-                                        lambda: train_steps(m, fixed, pure_opt, cl),
-                                        lambda: train_steps(m, theirs, dl_opt, cl), repeats=7)
-    what = f"{kind} {data.name}, {n_train} images, batch {batch}, {model_name} w={width}"
+    t_fit, t_plain, t_pure, t_dl, t_ours = runs(fit, lambda: train_steps(m, theirs, plain_opt, cl),
+                                                lambda: train_steps(m, fixed, pure_opt, cl),
+                                                lambda: train_steps(m, theirs, dl_opt, cl),
+                                                lambda: [None for _ in ours], repeats=7)
+    what = f"{kind} {data.name}, {len(data.train)} images, batch {batch}, {model_name} w={width}"
     spread = max(a / b for a, b in zip(t_fit, t_pure)), min(a / b for a, b in zip(t_fit, t_pure))
     return [
         (f"{name}: plain DataLoader loop / labkit fit, one epoch", paired(t_plain, t_fit),
@@ -127,6 +128,8 @@ def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
          "same step both sides"),
         (f"{name}: labkit fit epoch / pure compute (fixed batch)", paired(t_fit, t_pure),
          f"goal <= 1.05; rounds {spread[1]:.2f}-{spread[0]:.2f}"),
+        (f"{name}:   DeviceLoader epoch alone / pure compute", paired(t_ours, t_pure),
+         f"{100 * paired(t_ours, t_pure):.2f} %: {1e3 * statistics.median(t_ours) / len(ours):.2f} ms a batch"),
     ]
 
 
