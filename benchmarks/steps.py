@@ -12,7 +12,7 @@ baseline every ratio divides), fp32 channels_last (what fit runs on a CPU),
 then bf16 autocast with channels_last (what fit runs on CUDA), eager and
 torch.compile'd. FLOPs of a step are counted as 3 x 2 x forward MACs x batch
 (the backward costs about twice the forward). Two peaks: a measured one, the
-better of a large matmul and a large 1x1 convolution in the way's dtype on
+better of a large matmul and a large 3x3 convolution in the way's dtype on
 this device (the most its kernels deliver in practice), and the datasheet's
 dense bf16 tensor-core figure when the GPU is one we know.
 """
@@ -51,16 +51,16 @@ def timed(fn, device: torch.device, steps: int) -> float:
 @torch.inference_mode()
 def kernel_peak(device: torch.device, dtype: torch.dtype) -> float:
     """FLOP/s in `dtype` on `device`: the better of a large square matmul and a
-    large 1x1 convolution (channels_last). Both are one big GEMM; on a CPU they
-    reach different libraries (the BLAS and oneDNN), which differ widely."""
+    large 3x3 convolution (channels_last). On a CPU the two reach different
+    libraries (the BLAS and oneDNN), which differ widely."""
     gpu = device.type == "cuda"
-    n = 8192 if gpu else 1024
+    n = 8192 if gpu else 2048
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     mm = 2 * n ** 3 / timed(lambda: a @ b, device, 10)
-    batch, c, hw = (256, 2048, 32) if gpu else (8, 1024, 16)
+    batch, c, hw = (256, 512, 32) if gpu else (32, 512, 16)
     x = torch.randn(batch, c, hw, hw, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(c, c, 1, 1, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    conv = 2 * batch * hw * hw * c * c / timed(lambda: F.conv2d(x, w), device, 10)
+    w = torch.randn(c, c, 3, 3, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv = 2 * batch * hw * hw * c * c * 9 / timed(lambda: F.conv2d(x, w, padding=1), device, 10)
     return max(mm, conv)
 
 
@@ -106,14 +106,14 @@ def main():
     peak = {bf16: kernel_peak(device, torch.bfloat16 if bf16 else torch.float32) for bf16 in (False, True)}
     sheet = datasheet_peak(device)
     print(f"labkit step throughput | torch {torch.__version__} | {lk.config.device_name(device)} | "
-          f"batch {batch}, random input (3, 32, 32) | measured GEMM peak fp32 {peak[False] / 1e12:.2f}, "
+          f"batch {batch}, random input (3, 32, 32) | measured kernel peak fp32 {peak[False] / 1e12:.2f}, "
           f"bf16 {peak[True] / 1e12:.2f} TFLOP/s" + (f" | datasheet bf16 dense {sheet / 1e12:.0f} TFLOP/s" if sheet else ""))
     ways = [("fp32, NCHW, eager", False, False, False), ("fp32, channels_last, eager", False, True, False),
             ("bf16, channels_last, eager", True, True, False)]
     if not args.no_compile:
         ways.append(("bf16, channels_last, compiled", True, True, True))
     print(f"{'model':10s} {'way':32s} {'ms/step':>8s} {'images/s':>10s} {'x fp32':>7s} "
-          f"{'TFLOP/s':>8s} {'% GEMM':>8s}" + (f" {'% sheet':>8s}" if sheet else ""))
+          f"{'TFLOP/s':>8s} {'% kernel':>8s}" + (f" {'% sheet':>8s}" if sheet else ""))
     for name in ("resnet18", "vgg"):
         macs = lk.metrics.macs(lk.models.build(name, width=1.0), (3, 32, 32))["macs"]
         base = None
