@@ -162,14 +162,15 @@ def make(profile: str, hparams: dict, *, lab: str, dataset: str, seed: int | Non
 
 def git_commit() -> str:
     """The short commit of the checkout labkit runs from ('unknown' outside git),
-    with '+dirty' when tracked files have uncommitted changes."""
+    with '+dirty' when tracked files outside reports/ have uncommitted changes
+    (a report run rewrites reports/ itself, so those changes say nothing of the code)."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)reports"], cwd=ROOT, capture_output=True, text=True, timeout=5)
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

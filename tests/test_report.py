@@ -49,3 +49,25 @@ def test_smoke_report_end_to_end(tmp_path, capsys):
     assert "00_fails | FAILED" in index and "01_mnist_weight_vs_unit_pruning | ok" in index
     rows = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()]
     assert rows and all(r["profile"] == "smoke" and r["synthetic"] for r in rows)
+
+
+def test_stamp_commit_is_dirty_for_code_changes_but_not_for_reports(tmp_path, monkeypatch):
+    import labkit as lk
+
+    for var, val in (("GIT_AUTHOR_NAME", "t"), ("GIT_AUTHOR_EMAIL", "t@t"), ("GIT_COMMITTER_NAME", "t"),
+                     ("GIT_COMMITTER_EMAIL", "t@t")):
+        monkeypatch.setenv(var, val)
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "reports" / "results.jsonl").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(lk.config, "ROOT", tmp_path)
+    clean = lk.config.git_commit()
+    assert len(clean) >= 7 and not clean.endswith("+dirty")
+    (tmp_path / "reports" / "results.jsonl").write_text("{}\n{}\n")    # what a report run does
+    assert lk.config.git_commit() == clean
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert lk.config.git_commit() == clean + "+dirty"
