@@ -9,25 +9,10 @@ compute) is in run.py; on a noisy VM its rounds wander by more than these parts.
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
-import torch.nn.functional as F
 
 import labkit as lk
-from run import load
-
-
-def median_s(fn, repeats: int = 7) -> float:
-    """Median seconds of fn() after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from run import load, side_by_side, train_steps
 
 
 def main():
@@ -40,13 +25,6 @@ def main():
     loader = data.loader("train", batch, shuffle=True, drop_last=True)
     x, y = next(iter(loader))
     steps = len(loader)
-
-    def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
     out, loss = model(x).detach(), torch.zeros(())
     losses, correct = torch.zeros(steps), torch.zeros((), dtype=torch.long)
 
@@ -57,7 +35,8 @@ def main():
             losses[i] = loss
             correct.add_((out.argmax(1) == y).sum())
 
-    compute = steps * median_s(step, repeats=31)
+    median_s = lambda fn: side_by_side(fn, repeats=7)[0]
+    compute = median_s(lambda: train_steps(model, [(x, y)] * steps, opt))   # pure compute, as in run.py
     parts = {"loader (one epoch of batches)": median_s(lambda: [None for _ in loader]),
              "bookkeeping (lr, loss, accuracy; every step)": median_s(bookkeeping),
              "validation (one batch)": median_s(lambda: lk.train.evaluate(model, data, "val")),
@@ -65,7 +44,7 @@ def main():
              "input check": median_s(lambda: lk.models.check_input(model, data.shape))}
     print(f"fit's parts beyond its steps | {kind} {data.name}, {len(data.train)} images, batch {batch}, "
           f"MLP | {lk.config.device_name(torch.device('cpu'))}")
-    print(f"{'steps (median step x ' + str(steps) + ')':48s} {1e3 * compute:9.1f} ms")
+    print(f"{'steps (' + str(steps) + ' on a fixed batch)':48s} {1e3 * compute:9.1f} ms")
     for name, sec in parts.items():
         print(f"{name:48s} {1e3 * sec:9.2f} ms  {100 * sec / compute:5.2f} %")
     print(f"{'all parts / steps':48s} {'':9s}     {100 * sum(parts.values()) / compute:5.2f} %")

@@ -96,18 +96,18 @@ def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
     feeding torch.optim.SGD with its default implementation) on the same model
     and hyper-parameters, and vs the pure compute of fit's step on one fixed
     batch. A fourth side, the DataLoader feeding fit's step, isolates the
-    loader; a fifth, labkit's loader alone, shows what it adds to the compute. Conv models run channels_last on every side, as fit runs them;
-    fit's per-epoch validation is cut to one batch. Every side trains the same
+    loader; a fifth, labkit's loader alone, shows what it adds to the compute.
+    Conv models run channels_last on every side, as fit runs them; fit's
+    per-epoch validation is cut to one batch. Every side trains the same
     model object (each with its own optimiser): separate copies of one model
     time differently by a few per cent on this VM, which would blur a 5 % goal.
     Ratios are medians of per-round ratios (see paired)."""
     data.train = lk.data.Split(data.train.x[:n_train], data.train.y[:n_train])
     data.val = lk.data.Split(data.val.x[:batch], data.val.y[:batch])
-    base = lk.models.build(model_name, width=width)
-    cl = lk.models.has_conv(base)
+    m = lk.models.build(model_name, width=width)
+    cl = lk.models.has_conv(m)
+    m = m.to(memory_format=torch.channels_last) if cl else m
     hp = dict(lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
-
-    m = base.to(memory_format=torch.channels_last) if cl else base
     plain_opt = torch.optim.SGD(m.parameters(), **hp)
     pure_opt, dl_opt = lk.train.sgd(m, **hp), lk.train.sgd(m, **hp)
     ours = data.loader("train", batch, shuffle=True, augment=augment, drop_last=True, channels_last=cl)
@@ -120,16 +120,17 @@ def epoch_row(name, data, kind, model_name, width, batch, augment, n_train):
                                                 lambda: train_steps(m, theirs, dl_opt, cl),
                                                 lambda: [None for _ in ours], repeats=7)
     what = f"{kind} {data.name}, {len(data.train)} images, batch {batch}, {model_name} w={width}"
-    spread = max(a / b for a, b in zip(t_fit, t_pure)), min(a / b for a, b in zip(t_fit, t_pure))
+    per_round = [a / b for a, b in zip(t_fit, t_pure)]
+    loader_share = paired(t_ours, t_pure)
     return [
         (f"{name}: plain DataLoader loop / labkit fit, one epoch", paired(t_plain, t_fit),
          f"{what}; fit {statistics.median(t_fit):.2f} s"),
         (f"{name}:   the loader alone: DataLoader / DeviceLoader, fit's step", paired(t_dl, t_fit),
          "same step both sides"),
         (f"{name}: labkit fit epoch / pure compute (fixed batch)", paired(t_fit, t_pure),
-         f"goal <= 1.05; rounds {spread[1]:.2f}-{spread[0]:.2f}"),
-        (f"{name}:   DeviceLoader epoch alone / pure compute", paired(t_ours, t_pure),
-         f"{100 * paired(t_ours, t_pure):.2f} %: {1e3 * statistics.median(t_ours) / len(ours):.2f} ms a batch"),
+         f"goal <= 1.05; rounds {min(per_round):.2f}-{max(per_round):.2f}"),
+        (f"{name}:   DeviceLoader epoch alone / pure compute", loader_share,
+         f"{100 * loader_share:.2f} %: {1e3 * statistics.median(t_ours) / len(ours):.2f} ms a batch"),
     ]
 
 

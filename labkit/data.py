@@ -388,10 +388,10 @@ class DeviceLoader:
         x = x.float() * self.scale.view(1, c, 1, 1) + self.shift.view(1, c, 1, 1)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _augmented(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, C, H, W) float, normalised, randomly cropped and flipped; channels-last
-        in memory (normalised as (B*H, W*C) rows, where the per-channel affine map is
-        a row vector: cheap and vectorised)."""
+    def _augmented(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B, C, H, W) float, normalised, randomly cropped and flipped (drawn from
+        `generator`); channels-last in memory (normalised as (B*H, W*C) rows, where
+        the per-channel affine map is a row vector: cheap and vectorised)."""
         _, c, h, w = self.split.x.shape
         x = crop_flip(self.split.prepared(), idx, (h, w), generator)  # (B, H, W, C) uint8
         rows = torch.addcmul(self.shift_row, x.view(-1, w * c), self.scale_row)
