@@ -14,11 +14,13 @@ would still output BN's bias). In eval mode the two models compute the same.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from ..models import VGG
-from .masks import set_mask
+from .masks import copy_mask, set_mask
 
 
 def _check_vgg(model) -> None:
@@ -59,7 +61,9 @@ def check_keep(model: VGG, keep: dict) -> dict[int, torch.Tensor]:
 @torch.no_grad()
 def shrink_vgg(model: VGG, keep: dict) -> VGG:
     """A physically smaller VGG keeping only `keep[i]` output channels of conv i
-    (convs not in `keep` keep all). Its outputs equal mask_channels(model, keep)'s."""
+    (convs not in `keep` keep all). Its outputs equal mask_channels(model, keep)'s.
+    Masked convs (and classifier) pass the kept rows and columns of their
+    masks on, so zeros inside the kept channels stay held through fine-tuning."""
     keep = check_keep(model, keep)
     full = {i: keep.get(i, torch.arange(c)) for i, c in enumerate(model.channels)}
     device = next(model.parameters()).device
@@ -68,15 +72,15 @@ def shrink_vgg(model: VGG, keep: dict) -> VGG:
     small.train(model.training)
     for i, ((c, bn), (sc, sbn)) in enumerate(zip(convs(model), convs(small))):
         rows = full[i].to(device)
-        w = c.weight[rows]
-        if i > 0:
-            w = w[:, full[i - 1].to(device)]
-        sc.weight.copy_(w)
+        cols = full[i - 1].to(device) if i > 0 else None
+        sc.weight.copy_(c.weight[rows] if cols is None else c.weight[rows][:, cols])
+        copy_mask(c, sc, rows, cols)
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(sbn, name).copy_(getattr(bn, name)[rows])
         sbn.num_batches_tracked.copy_(bn.num_batches_tracked)
     small.classifier.weight.copy_(model.classifier.weight[:, full[len(full) - 1].to(device)])
     small.classifier.bias.copy_(model.classifier.bias)
+    copy_mask(model.classifier, small.classifier, None, full[len(full) - 1])
     return small
 
 
@@ -100,9 +104,22 @@ def mask_channels(model: VGG, keep: dict) -> VGG:
 
 
 @torch.no_grad()
+def _place_mask(small: nn.Module, big: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> None:
+    """When `small` has a mask (k, j, ...): give `big` the mask that is small's at
+    weight rows `rows` (k,) x columns `cols` (j,) and False elsewhere."""
+    if not hasattr(small, "weight_mask"):
+        return
+    mask = torch.zeros_like(big.weight, dtype=torch.bool)
+    mask[rows[:, None], cols[None, :]] = small.weight_mask
+    set_mask(big, mask)
+
+
+@torch.no_grad()
 def expand_vgg(small: VGG, keep: dict, channels: tuple) -> VGG:
     """The masked VGG of the original `channels` equivalent to `small`, with
-    small's weights written back at the kept positions."""
+    small's weights written back at the kept positions. Where a layer of
+    `small` has a mask, the big layer's mask is that mask at the kept
+    positions and False elsewhere (masks only grow across the round trip)."""
     big = VGG(channels=tuple(channels), num_classes=small.classifier.out_features)
     big = big.to(next(small.parameters()).device)
     big.train(small.training)
@@ -114,12 +131,16 @@ def expand_vgg(small: VGG, keep: dict, channels: tuple) -> VGG:
         cols = full[i - 1].to(dev) if i > 0 else torch.arange(c.in_channels, device=dev)
         c.weight.zero_()
         c.weight[rows[:, None], cols[None, :]] = sc.weight
+        _place_mask(sc, c, rows, cols)
         for name in ("weight", "bias", "running_mean", "running_var"):
             getattr(bn, name).zero_()
             getattr(bn, name)[rows] = getattr(sbn, name)
         bn.running_var[~torch.isin(torch.arange(c.out_channels, device=dev), rows)] = 1.0
     big.classifier.weight.zero_()
-    big.classifier.weight[:, full[len(full) - 1].to(dev)] = small.classifier.weight
+    last = full[len(full) - 1].to(dev)
+    big.classifier.weight[:, last] = small.classifier.weight
+    every_row = torch.arange(big.classifier.out_features, device=dev)
+    _place_mask(small.classifier, big.classifier, every_row, last)
     big.classifier.bias.copy_(small.classifier.bias)
     return mask_channels(big, {i: k for i, k in keep.items()})
 
@@ -199,8 +220,6 @@ def sort_channels(model: VGG, convs_to_sort=None) -> VGG:
     weights, :func:`l2_ranking`). Filters, BN entries (and masks) move with their
     channel, and the next layer's input channels are permuted to match, so the
     outputs are unchanged. Default: every conv but the last (the lab's choice)."""
-    import copy
-
     _check_vgg(model)
     n = len(model.channels)
     order = range(n - 1) if convs_to_sort is None else sorted({_conv_index(model, i) for i in convs_to_sort})

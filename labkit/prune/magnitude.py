@@ -34,6 +34,7 @@ def _scores(module: nn.Module) -> torch.Tensor:
 
 
 def _check_not_lower(name: str, module: nn.Module, k: int) -> None:
+    """ValueError when `k` zeros would un-prune some of the layer's pruned weights."""
     already = int((~current_mask(module)).sum())
     if k < already:
         raise ValueError(f"layer {name!r} already has {already} pruned weights; sparsity asking for "
@@ -66,12 +67,15 @@ def prune_per_tensor(model: nn.Module, sparsity, layers=None) -> dict[str, torch
     """Prune each layer by its own weight magnitudes.
 
     sparsity: one fraction for every layer in `layers` (default: all Conv/Linear),
-              or {layer name: fraction}. Returns {layer: keep-mask}.
+              or {layer name: fraction}. Returns {layer: keep-mask (weight's shape)}.
+    The whole plan is checked first (fractions, layer names, masks only grow):
+    a call prunes every layer of it or, on a ValueError/TypeError, none.
     """
     plan = _plan(model, sparsity, layers)
     for name, s in plan.items():  # validate everything before touching any weight
-        check_fraction(f"sparsity for layer {name!r}", s)
-        layer(model, name)
+        s = check_fraction(f"sparsity for layer {name!r}", s)
+        m = layer(model, name)
+        _check_not_lower(name, m, n_zeros(s, m.weight.numel()))
     return {name: prune_layer(model, name, s) for name, s in plan.items()}
 
 

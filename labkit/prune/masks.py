@@ -3,7 +3,8 @@
 A pruned layer carries a boolean buffer ``weight_mask`` (True = kept, same
 shape as its weight), the convention of torch.nn.utils.prune. Its weight is
 zeroed where the mask is False; :func:`labkit.train.fit` re-applies every mask
-after each optimiser step, so pruned weights stay exactly zero.
+after each optimiser step, so pruned weights stay exactly zero. Masks only
+grow: :func:`set_mask` refuses a mask that would un-prune a weight.
 
 Counted (prunable) weights are the weights of Conv and Linear layers.
 """
@@ -36,15 +37,36 @@ def layer(model: nn.Module, name: str) -> nn.Module:
 
 @torch.no_grad()
 def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
-    """Attach `mask` (bool, weight's shape; True = keep) and zero the pruned weights."""
+    """Attach `mask` (bool, weight's shape; True = keep) and zero the pruned weights.
+
+    Masks only grow: where the layer already has a mask, `mask` must be False
+    wherever the old one is (combine them first: ``mask & module.weight_mask``);
+    otherwise a ValueError, and nothing changes.
+    """
     if mask.shape != module.weight.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(module.weight.shape)}")
     mask = mask.to(device=module.weight.device, dtype=torch.bool)
     if hasattr(module, "weight_mask"):
+        regrown = int((mask & ~module.weight_mask).sum())
+        if regrown:
+            raise ValueError(f"the new mask would un-prune {regrown} weights of this layer (weight "
+                             f"{tuple(module.weight.shape)}); masks only grow: pass new & old mask")
         module.weight_mask = mask
     else:
         module.register_buffer("weight_mask", mask)
     module.weight.mul_(mask)
+
+
+@torch.no_grad()
+def copy_mask(src: nn.Module, dst: nn.Module, rows=None, cols=None) -> None:
+    """Give `dst` the mask of `src` restricted to weight rows `rows` (k,) and
+    columns `cols` (j,) (None: all), i.e. src.weight_mask[rows][:, cols], of
+    dst.weight's shape. Nothing when `src` has no mask."""
+    if not hasattr(src, "weight_mask"):
+        return
+    mask = src.weight_mask if rows is None else src.weight_mask[rows.to(src.weight_mask.device)]
+    mask = mask if cols is None else mask[:, cols.to(mask.device)]
+    set_mask(dst, mask.clone())
 
 
 def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -12,7 +12,11 @@ Groups: a Linear weight (out, in) is grouped along ``in``; a Conv weight
 order of a channels-last implicit GEMM), so ``in`` must be a multiple of m.
 Layers whose input dimension is not a multiple of m (e.g. a first conv on 3
 RGB channels) are skipped by default and rejected when named explicitly.
-Weights already masked rank below every live weight.
+
+Masks only grow: weights already masked stay masked. In each group the n
+largest LIVE weights are kept; a group with fewer than n live weights keeps
+only those, so every group still has at most n nonzeros (and a layer pruned
+before may end above 50 % sparsity).
 """
 from __future__ import annotations
 
@@ -59,7 +63,8 @@ def nm_layers(model: nn.Module, m: int = 4) -> list[str]:
 @torch.no_grad()
 def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Bool keep-mask (weight's shape) keeping the n largest |w| of every group
-    of m along the input dim; entries False in `mask` rank lowest."""
+    of m along the input dim. With `mask` (weight's shape, True = live), only
+    live weights are kept: the result is the N:M choice among them AND `mask`."""
     n, m = _check_nm(n, m)
     if weight.ndim not in (2, 4) or weight.shape[1] % m:
         raise ValueError(f"weight of shape {tuple(weight.shape)}: its input dim {weight.shape[1] if weight.ndim > 1 else '-'}"
@@ -70,13 +75,15 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4, mask: torch.Tensor | N
     g = _grouped(score, m)                                   # (G, m)
     top = torch.topk(g, n, dim=1, sorted=False).indices      # (G, n)
     keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, top, True)
-    return _ungrouped(keep, weight)
+    keep = _ungrouped(keep, weight)
+    return keep if mask is None else keep & mask.to(device=keep.device, dtype=torch.bool)
 
 
 @torch.no_grad()
 def prune_nm(model: nn.Module, n: int = 2, m: int = 4, layers=None) -> dict[str, torch.Tensor]:
     """N:M magnitude pruning of `layers` (default: every Conv/Linear whose input
-    dim is a multiple of m). Returns {layer: keep-mask}."""
+    dim is a multiple of m), on top of any mask a layer has (masks only grow).
+    Every layer is checked before any is pruned. Returns {layer: keep-mask (weight's shape)}."""
     n, m = _check_nm(n, m)
     names = nm_layers(model, m) if layers is None else list(layers)
     if not names:

@@ -17,6 +17,7 @@ weights that are zero after the step (labkit.prune.prune_global).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Callable
 
@@ -44,21 +45,43 @@ def oneshot(targets) -> list[float]:
     return targets
 
 
+def _check_rate(rate) -> float:
+    """`rate` as a float in the open interval (0, 1); TypeError/ValueError naming it otherwise."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise TypeError(f"rate={rate!r} must be a number in (0, 1)")
+    if not 0 < rate < 1:  # also rejects NaN
+        raise ValueError(f"rate={rate!r} is outside the allowed range (0, 1): the fraction of "
+                         "the remaining weights pruned per round")
+    return float(rate)
+
+
+def _after(k: int, rate: float) -> float:
+    """Global sparsity after k iterative rounds: 1 - (1 - rate)^k."""
+    return 1 - (1 - rate) ** k
+
+
 def iterative(rounds: int, rate: float = 0.2) -> list[float]:
     """Global sparsity after each of `rounds` rounds that prune `rate` of the
     remaining weights: [1 - (1 - rate)^k for k = 1..rounds]."""
     rounds = _check_count("rounds", rounds)
-    rate = check_fraction("rate", rate)
-    if rate == 0:
-        raise ValueError("rate=0 prunes nothing; use a rate in (0, 1)")
-    return [1 - (1 - rate) ** k for k in range(1, rounds + 1)]
+    rate = _check_rate(rate)
+    return [_after(k, rate) for k in range(1, rounds + 1)]
 
 
 def rounds_to_reach(sparsity: float, rate: float = 0.2) -> int:
-    """Fewest iterative rounds whose global sparsity is >= `sparsity` (to 1e-9)."""
+    """Fewest iterative rounds k whose global sparsity 1 - (1 - rate)^k is
+    >= `sparsity` (to 1e-9); rate in (0, 1). Closed form, so any rate returns."""
     sparsity = check_fraction("sparsity", sparsity)
-    k = 0
-    while 1 - (1 - rate) ** k < sparsity - 1e-9:
+    rate, target = _check_rate(rate), sparsity - 1e-9
+    if target <= 0:
+        return 0
+    if 1 - rate == 1:
+        raise ValueError(f"rate={rate!r} is too small: 1 - rate rounds to 1, so no number of "
+                         f"rounds reaches sparsity={sparsity}")
+    k = max(0, math.ceil(math.log(1 - target) / math.log(1 - rate)))
+    while k > 0 and _after(k - 1, rate) >= target:  # float rounding: a step or two at most
+        k -= 1
+    while _after(k, rate) < target:
         k += 1
     return k
 
@@ -90,9 +113,10 @@ def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or extra:
         raise ValueError(f"rewind state does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}")
-    for k, v in own.items():
+    for k, v in own.items():  # every shape before any copy: all of the state or none of it
         if state[k].shape != v.shape:
             raise ValueError(f"rewind state {k!r} has shape {tuple(state[k].shape)}, model has {tuple(v.shape)}")
+    for k, v in own.items():
         v.copy_(state[k].to(v.device))
     enforce(model)
 

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import check_fraction
 from ..models import MLP
 from .magnitude import _lowest, n_zeros
-from .masks import current_mask, layer, set_mask
+from .masks import copy_mask, current_mask, layer, set_mask
 
 
 def hidden_layers(model: MLP) -> list[str]:
@@ -32,19 +32,44 @@ def _check_mlp(model) -> None:
                          "(a removed unit must output exactly zero)")
 
 
+def _unit_layer(model: MLP, name: str, sparsity: float) -> nn.Linear:
+    """Layer `name`, checked: a Linear with at most round(sparsity * out) units
+    (all-False rows of its mask) pruned already."""
+    m = layer(model, name)
+    if not isinstance(m, nn.Linear):
+        raise TypeError(f"layer {name!r} is a {type(m).__name__}; unit pruning needs Linear")
+    k = n_zeros(sparsity, m.out_features)
+    already = int((~current_mask(m).any(dim=1)).sum())
+    if k < already:
+        raise ValueError(f"layer {name!r} already has {already} pruned units; sparsity={sparsity} "
+                         f"asking for {k} pruned units would un-prune units (masks only grow)")
+    return m
+
+
+def _unit_scores(m: nn.Linear) -> torch.Tensor:
+    """L2 norm of each unit's live weights (out,); pruned units (all-False
+    mask rows) score -1, so they go first."""
+    mask = current_mask(m)
+    norms = (m.weight * mask).norm(dim=1).float()
+    return torch.where(mask.any(dim=1), norms, torch.full_like(norms, -1.0))
+
+
 @torch.no_grad()
 def prune_units(model: MLP, sparsity: float, layers=None) -> dict[str, torch.Tensor]:
     """Zero the weight rows of the lowest-L2 units of each layer in `layers`
-    (default: every hidden layer). Returns {layer: keep-mask (out, in)}."""
+    (default: every hidden layer), round(sparsity * out) units per layer in all.
+
+    Masks only grow: units pruned before stay pruned and count towards the
+    total; asking for fewer raises a ValueError. Every layer is checked before
+    any is pruned. Returns {layer: keep-mask (out, in)}.
+    """
     sparsity = check_fraction("sparsity", sparsity)
+    _check_mlp(model)
     names = hidden_layers(model) if layers is None else list(layers)
+    modules = {name: _unit_layer(model, name, sparsity) for name in names}
     masks = {}
-    for name in names:
-        m = layer(model, name)
-        if not isinstance(m, nn.Linear):
-            raise TypeError(f"layer {name!r} is a {type(m).__name__}; unit pruning needs Linear")
-        norms = (m.weight * current_mask(m)).norm(dim=1)   # (out,)
-        keep_rows = _lowest(norms, n_zeros(sparsity, m.out_features))
+    for name, m in modules.items():
+        keep_rows = _lowest(_unit_scores(m), n_zeros(sparsity, m.out_features))   # (out,)
         masks[name] = current_mask(m) & keep_rows[:, None]
         set_mask(m, masks[name])
     return masks
@@ -62,6 +87,8 @@ def shrink_mlp(model: MLP) -> tuple[MLP, list[torch.Tensor]]:
 
     Its outputs equal the masked model's: a unit whose incoming weights are all
     zero outputs ReLU(0) = 0, so dropping it and its outgoing column changes nothing.
+    A masked layer's small twin carries its mask's kept rows and columns, so
+    zeros inside the kept units stay held through fine-tuning.
     """
     kept = kept_units(model)
     small = MLP(hidden=tuple(len(k) for k in kept), in_features=model.in_features,
@@ -69,18 +96,21 @@ def shrink_mlp(model: MLP) -> tuple[MLP, list[torch.Tensor]]:
     names = hidden_layers(model) + [[n for n, m in model.named_children() if isinstance(m, nn.Linear)][-1]]
     prev = None
     for i, name in enumerate(names):
-        w = getattr(model, name).weight
+        src, dst = getattr(model, name), getattr(small, name)
+        w = src.weight
         rows = kept[i] if i < len(kept) else torch.arange(w.shape[0], device=w.device)
         w = w[rows]
         w = w[:, prev] if prev is not None else w
-        getattr(small, name).weight.copy_(w)
+        dst.weight.copy_(w)
+        copy_mask(src, dst, rows, prev)
         prev = rows
     return small, kept
 
 
 @torch.no_grad()
 def expand_mlp(small: MLP, kept: list[torch.Tensor], hidden: tuple) -> MLP:
-    """The masked MLP of the original `hidden` sizes equivalent to `small`."""
+    """The masked MLP of the original `hidden` sizes equivalent to `small`:
+    its masks are False outside the kept units and, inside, small's masks."""
     big = MLP(hidden=hidden, in_features=small.in_features, num_classes=small.num_classes)
     big = big.to(next(small.parameters()).device)
     names = [n for n, m in small.named_children() if isinstance(m, nn.Linear)]
@@ -90,7 +120,7 @@ def expand_mlp(small: MLP, kept: list[torch.Tensor], hidden: tuple) -> MLP:
         rows = kept[i] if i < len(kept) else torch.arange(dst.weight.shape[0], device=dst.weight.device)
         cols = prev if prev is not None else torch.arange(dst.weight.shape[1], device=dst.weight.device)
         mask = torch.zeros_like(dst.weight, dtype=torch.bool)
-        mask[rows[:, None], cols[None, :]] = True
+        mask[rows[:, None], cols[None, :]] = current_mask(getattr(small, name))
         dst.weight.zero_()
         dst.weight[rows[:, None], cols[None, :]] = getattr(small, name).weight
         set_mask(dst, mask)
