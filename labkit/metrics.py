@@ -27,7 +27,7 @@ from torch import nn
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import check_input, has_conv
+from .models import check_input, has_conv, to_channels_last
 from .prune.masks import count_weights, global_sparsity, prunable, weight_state
 
 MIB = 2 ** 20
@@ -133,7 +133,7 @@ def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels
     m = copy.deepcopy(model).to(dev).eval()
     x = torch.randn((batch, *input_shape), device=dev)
     if channels_last and has_conv(m) and x.ndim == 4:
-        m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        m, x = to_channels_last(m), x.contiguous(memory_format=torch.channels_last)
     if compile:
         m = torch.compile(m)
     # freezing: weights become constants, so BN folds into the conv and conv weights are prepacked;

@@ -131,6 +131,54 @@ def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
+# Why some convolutions stay NCHW. oneDNN (PyTorch's CPU convolution backend)
+# computes the weight gradient of a 1x1 convolution with stride > 1 by first
+# copying the strided input pixels into a per-thread workspace ("reduce to unit
+# stride"). With a channels_last (NHWC) input and fewer input channels than the
+# kernel's channel block (8 for AVX2, 16 for AVX-512) that copy writes past the
+# workspace (oneDNN issue 6035, seen with oneDNN 3.12 in torch 2.14/2.15): on
+# AVX2-only CPUs backward never returns or gives wrong weight gradients. The
+# smoke ResNet-18's first shortcut (4 -> 8 channels, stride 2) is such a layer.
+# With NCHW input and weight oneDNN uses a blocked layout that is not affected,
+# and these layers are tiny, so labkit keeps exactly them in NCHW and every
+# other layer channels_last.
+ONEDNN_SAFE_CHANNELS = 16   # the largest channel block of oneDNN's x86 1x1 kernels
+
+
+def needs_nchw(module: nn.Module) -> bool:
+    """True for a Conv2d that oneDNN's channels_last backward mishandles: 1x1
+    kernel, a stride above 1, fewer than ONEDNN_SAFE_CHANNELS input channels a group."""
+    return (isinstance(module, nn.Conv2d) and all(k == 1 for k in module.kernel_size)
+            and any(s > 1 for s in module.stride)
+            and module.in_channels // module.groups < ONEDNN_SAFE_CHANNELS)
+
+
+def _nchw(t: torch.Tensor) -> torch.Tensor:
+    """`t` with NCHW strides. Not t.contiguous(): a (C_out, C_in, 1, 1) weight
+    in channels_last counts as contiguous, yet its strides still select
+    oneDNN's channels_last path."""
+    strides = torch.empty(t.shape, device="meta").stride()
+    return t if t.stride() == strides else t.clone(memory_format=torch.contiguous_format)
+
+
+def _nchw_input(module: nn.Conv2d, args: tuple) -> tuple:
+    """Forward pre-hook of a needs_nchw conv: NCHW input (B, C, H, W) and weight."""
+    module.weight.data = _nchw(module.weight.data)   # undoes a later model.to(channels_last)
+    return tuple(_nchw(a) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """`model` (in place) in the channels_last layout, except the convolutions of
+    needs_nchw, which keep NCHW weights and get NCHW inputs (see the note above)."""
+    model = model.to(memory_format=torch.channels_last)
+    for m in model.modules():
+        if needs_nchw(m):
+            m.weight.data = _nchw(m.weight.data)
+            if _nchw_input not in m._forward_pre_hooks.values():
+                m.register_forward_pre_hook(_nchw_input)
+    return model
+
+
 @torch.no_grad()
 def check_input(model: nn.Module, shape: tuple) -> None:
     """Raise ValueError naming `shape` when `model` cannot take (2, *shape) inputs."""

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import config, recipes
 from .data import Data, Split
 from .io import atomic_save, load_verified
-from .models import build, check_input, has_conv
+from .models import build, check_input, has_conv, to_channels_last
 from .prune.masks import enforce, prunable
 
 CACHE_VERSION = 4      # bump when training code changes what a cached model would be
@@ -79,7 +79,7 @@ def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.
     """Move `model` to `device`; conv models go channels_last when asked."""
     model = model.to(device)
     if channels_last and has_conv(model):
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     return model
 
 
