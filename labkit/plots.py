@@ -1,7 +1,8 @@
 """Figures: weight histograms, accuracy-vs-sparsity curves, bars, saving.
 
 Every function returns a matplotlib Figure; :func:`save` writes it (PNG,
-atomically) under reports/<profile>/figures/ so the report index can show it.
+atomically) under reports/<profile>/figures/ so the report index can show it
+(during a report run, in the run's staging folder: see results.folder_for).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from . import config
+from . import results
 from .io import atomic_write_bytes
 from .prune.masks import prunable
 
@@ -88,10 +89,11 @@ def training_curve(history, title: str = "training"):
 
 
 def save(fig, cfg, name: str) -> Path:
-    """Write `fig` as reports/<profile>/figures/<lab>_<name>.png (atomically)."""
+    """Write `fig` as reports/<profile>/figures/<lab>_<name>.png (atomically;
+    the report runner stages it with the run's results, see results.folder_for)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    path = config.reports_root() / cfg.profile / "figures" / f"{cfg.lab}_{name}.png"
+    path = results.folder_for(cfg.profile) / "figures" / f"{cfg.lab}_{name}.png"
     return atomic_write_bytes(buf.getvalue(), path)
 
 

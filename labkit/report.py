@@ -2,22 +2,36 @@
 
 Runs the source notebooks with papermill into reports/<profile>/, exports
 HTML next to each, and writes reports/<profile>/README.md, an index linking
-every report with its headline figure. A failing notebook does not stop the
-others: its partial output is kept as <name>.FAILED.ipynb (and .html), the
-summary names it, and the run exits non-zero.
+every report with its headline figure.
+
+Each notebook runs staged, in reports/<profile>/.<name>.running/: its results
+rows and figures go there (results.folder_for), and only a run that succeeds
+swaps them, its notebook and its HTML in. A failing, timed-out or stopped run
+leaves the lab's earlier rows, report and figures as they were, keeps its
+partial output as <name>.FAILED.ipynb (and .html), and the run exits
+non-zero: 1 when a notebook failed, 128 + the signal after Ctrl-C (130) or
+SIGTERM (143), 75 when another run holds the profile (guard.profile_lock).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from . import config, results
+import nbformat
+import papermill as pm
+from nbconvert import HTMLExporter
+
+from . import config, guard, results
 from .io import atomic_write_text
 
 NOTEBOOKS = config.ROOT / "notebooks"
+TIMEOUT = 3600  # seconds one cell may run before the notebook fails (--timeout)
+BUSY = 75       # exit status when another run holds the profile (EX_TEMPFAIL)
 
 
 def find_notebooks(folder: Path, only: list | None = None) -> list[Path]:
@@ -35,44 +49,119 @@ def find_notebooks(folder: Path, only: list | None = None) -> list[Path]:
 
 def to_html(ipynb: Path) -> Path:
     """Export an executed notebook to HTML beside it (atomically)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(ipynb), as_version=4))
     return atomic_write_text(body, ipynb.with_suffix(".html"))
 
 
-def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: bool = True) -> dict:
-    """Execute one notebook; returns {'name', 'ok', 'seconds', 'error', 'output'}."""
-    import papermill as pm
+def execute(src: Path, stage: Path, out_dir: Path, profile: str, parameters: dict,
+            progress: bool, timeout: float) -> str | None:
+    """Run `src` into stage/<name>.ipynb with the results and figures staged
+    (kernel started in out_dir); None when it ran, else the error."""
+    os.environ[results.STAGE_ENV] = str(stage)
+    try:
+        pm.execute_notebook(str(src), str(stage / src.name), parameters=dict(profile=profile, **parameters),
+                            cwd=str(out_dir), progress_bar=progress, kernel_name="python3",
+                            execution_timeout=timeout, kernel_manager_class=guard.TrackedKernelManager)
+        return None
+    except Exception as e:  # papermill writes the partial notebook before raising
+        text = str(e).strip()
+        return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
+    finally:
+        del os.environ[results.STAGE_ENV]
+        guard.reap_kernels()
 
-    name = src.stem
-    lab = name.split("_")[0]
-    dropped = results.forget_lab(out_dir / "results.jsonl", lab)  # this run re-measures them
+
+def adopt_run(stage: Path, out_dir: Path, name: str, lab: str, base: list) -> int:
+    """Swap a successful run in: its rows (results.adopt), its figures (they
+    replace the lab's), its notebook and HTML. Returns earlier rows replaced."""
+    dropped = results.adopt(out_dir / "results.jsonl", lab, stage / "results.jsonl", base)
+    figures = sorted((stage / "figures").glob("*.png"))
+    (out_dir / "figures").mkdir(exist_ok=True)
+    for old in (out_dir / "figures").glob(f"{lab}_*.png"):
+        if old.name not in {f.name for f in figures}:
+            old.unlink()
+    for fig in figures:
+        os.replace(fig, out_dir / "figures" / fig.name)
+    for suffix in (".html", ".ipynb"):  # the notebook last: it marks the lab as done
+        os.replace(stage / f"{name}{suffix}", out_dir / f"{name}{suffix}")
+        (out_dir / f"{name}.FAILED{suffix}").unlink(missing_ok=True)
+    return dropped
+
+
+def keep_failed(stage: Path, out_dir: Path, name: str) -> str:
+    """Keep a failed run's partial notebook as <name>.FAILED.ipynb and .html
+    (nothing else of the run is kept); returns its name, '-' when papermill
+    wrote none (an older failed attempt's files go either way)."""
+    for suffix in (".ipynb", ".html"):
+        (out_dir / f"{name}.FAILED{suffix}").unlink(missing_ok=True)
+    partial = stage / f"{name}.ipynb"
+    if not partial.exists():
+        return "-"
+    final = out_dir / f"{name}.FAILED.ipynb"
+    os.replace(partial, final)
+    to_html(final)
+    return final.name
+
+
+def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: bool = True,
+            timeout: float = TIMEOUT, stop: guard.Guard | None = None) -> dict:
+    """Execute one notebook staged; returns {'name', 'ok', 'seconds', 'error', 'output'}."""
+    stop = stop or guard.Guard()
+    name, lab = src.stem, src.stem.split("_")[0]
+    stage = out_dir / f".{name}.running"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    base = results.stage(out_dir / "results.jsonl", lab, stage / "results.jsonl")
+    t0 = time.perf_counter()
+    try:
+        with stop.executing():
+            error = execute(src, stage, out_dir, profile, parameters, progress, timeout)
+    except guard.Stopped as e:
+        error = f"interrupted by {e}"
+    if error is not None and stop.signum is not None:  # the kernel the signal killed
+        error = f"interrupted by {stop.name}"
+    if error is None:
+        error = finish(stage, out_dir, name, lab, base)
+    output = f"{name}.ipynb" if error is None else keep_failed(stage, out_dir, name)
+    shutil.rmtree(stage, ignore_errors=True)
+    return dict(name=name, ok=error is None, seconds=time.perf_counter() - t0, error=error, output=output)
+
+
+def finish(stage: Path, out_dir: Path, name: str, lab: str, base: list) -> str | None:
+    """Export a successful run's HTML and swap the run in; None when done,
+    else the error (an unreadable notebook is kept as failed, nothing swapped)."""
+    try:
+        to_html(stage / f"{name}.ipynb")
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    dropped = adopt_run(stage, out_dir, name, lab, base)
     if dropped:
         print(f"  ({dropped} earlier results rows of lab {lab} replaced by this run)")
-    tmp = out_dir / f".{name}.running.ipynb"
-    t0 = time.perf_counter()
-    error = None
-    try:
-        pm.execute_notebook(str(src), str(tmp), parameters=dict(profile=profile, **parameters),
-                            cwd=str(out_dir), progress_bar=progress, kernel_name="python3")
-    except Exception as e:  # papermill writes the partial notebook before raising
-        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-    seconds = time.perf_counter() - t0
-    final = out_dir / (f"{name}.ipynb" if error is None else f"{name}.FAILED.ipynb")
-    if tmp.exists():
-        os.replace(tmp, final)
-        to_html(final)
-    if error is None:
-        for stale in (out_dir / f"{name}.FAILED.ipynb", out_dir / f"{name}.FAILED.html"):
-            stale.unlink(missing_ok=True)
-    return dict(name=name, ok=error is None, seconds=seconds, error=error, output=final.name)
+    return None
+
+
+def _link(name: str) -> str:
+    return f"[{name}]({name})" if name != "-" else "-"
+
+
+def _status(r: dict, out_dir: Path) -> tuple[str, str]:
+    """An index row's status text and the report it links."""
+    earlier = "" if r["seconds"] is not None else " (earlier run)"
+    if r["ok"]:
+        return "ok" + earlier, r["output"]
+    status = "FAILED" + (f" ({r['error']})" if r.get("error") else earlier)
+    if (out_dir / f"{r['name']}.ipynb").exists():   # the last good run's report stays shown
+        failed = f"{r['name']}.FAILED.ipynb"
+        status += "; shown: the earlier good run" + (f"; failed attempt: {_link(failed)}"
+                                                      if (out_dir / failed).exists() else "")
+        return status, f"{r['name']}.ipynb"
+    return status, r["output"]
 
 
 def write_index(out_dir: Path, profile: str, runs: list[dict]) -> Path:
     """reports/<profile>/README.md: lab 05's comparison figure on top (when it
-    exists), a row per notebook, and each lab's headline figure."""
+    exists), a row per notebook, and each lab's headline figure. A lab whose
+    latest run failed links its earlier good report and the failed attempt."""
     lines = [f"# labkit report, profile `{profile}`", "",
              f"Generated by `python -m labkit report --profile {profile}` at git {config.git_commit()}.",
              "Every number in these reports names its dataset (real, subset or synthetic), profile and device.", ""]
@@ -80,19 +169,16 @@ def write_index(out_dir: Path, profile: str, runs: list[dict]) -> Path:
         lines += ["## Every method on one frontier (lab 05)", "", "![05_headline](figures/05_headline.png)", ""]
     lines += ["| notebook | status | minutes | report | html |", "|---|---|---|---|---|"]
     ran = {r["name"] for r in runs}
-    earlier = [dict(name=p.stem.replace(".FAILED", ""), ok=not p.stem.endswith(".FAILED"), seconds=None,
-                    error=None, output=p.name)
-               for p in sorted(out_dir.glob("*.ipynb")) if not p.name.startswith(".")
-               and p.stem.replace(".FAILED", "") not in ran]   # --only keeps the other labs in the index
-    for r in sorted(list(runs) + earlier, key=lambda r: r["name"]):
-        if r["seconds"] is None:
-            status = ("ok" if r["ok"] else "FAILED") + " (earlier run)"
-        else:
-            status = "ok" if r["ok"] else f"FAILED ({r['error']})"
+    earlier = {}   # --only keeps the other labs in the index
+    for p in sorted(out_dir.glob("*.ipynb")):
+        name, failed = p.stem.replace(".FAILED", ""), p.stem.endswith(".FAILED")
+        if not p.name.startswith(".") and name not in ran and (failed or name not in earlier):
+            earlier[name] = dict(name=name, ok=not failed, seconds=None, output=p.name)  # .FAILED is the newer
+    for r in sorted(list(runs) + list(earlier.values()), key=lambda r: r["name"]):
+        status, report = _status(r, out_dir)
         minutes = "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}"
-        html = Path(r["output"]).with_suffix(".html").name
-        lines.append(f"| {r['name']} | {status} | {minutes} | [{r['output']}]({r['output']}) "
-                     f"| [{html}]({html}) |")
+        html = Path(report).with_suffix(".html").name if report != "-" else "-"
+        lines.append(f"| {r['name']} | {status} | {minutes} | {_link(report)} | {_link(html)} |")
     figures = sorted((out_dir / "figures").glob("*_headline.png")) if (out_dir / "figures").exists() else []
     for fig in (f for f in figures if f.name != "05_headline.png"):   # 05's is on top
         lines += ["", f"### {fig.stem.replace('_headline', '')}", "", f"![{fig.stem}](figures/{fig.name})"]
@@ -100,10 +186,14 @@ def write_index(out_dir: Path, profile: str, runs: list[dict]) -> Path:
 
 
 def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None = None,
-        parameters: dict | None = None, progress: bool = True) -> int:
-    """Run the report; returns the process exit code (0 when every notebook ran)."""
+        parameters: dict | None = None, progress: bool = True, timeout: float = TIMEOUT) -> int:
+    """Run the report; returns the exit status (0 when every notebook ran, 1
+    when one failed, 128 + signal when stopped; ProfileBusy when another run
+    holds the profile)."""
     if profile not in config.PROFILES:
         raise ValueError(f"profile={profile!r} is not one of {config.PROFILES}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout={timeout!r} must be a positive number of seconds per cell")
     books = find_notebooks(notebooks or NOTEBOOKS, only)
     out_dir = config.reports_root() / profile
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,17 +205,26 @@ def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None
     if config.cifar10_folder() is not None:
         os.environ["LABKIT_CIFAR10_FOLDER"] = str(config.cifar10_folder())
     runs, t0 = [], time.perf_counter()
-    for i, src in enumerate(books, 1):
-        print(f"[{i}/{len(books)}] {src.name} (profile {profile}) ...", flush=True)
-        r = run_one(src, out_dir, profile, parameters or {}, progress)
-        runs.append(r)
-        print(f"[{i}/{len(books)}] {src.stem}: {'ok' if r['ok'] else 'FAILED: ' + r['error']} "
-              f"in {r['seconds']:.0f} s", flush=True)
-    write_index(out_dir, profile, runs)
+    with guard.profile_lock(out_dir), guard.Guard() as stop:
+        for stale in out_dir.glob(".*.running*"):   # left by a killed run (we hold the lock)
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+        for i, src in enumerate(books, 1):
+            if stop.signum is not None:
+                break
+            print(f"[{i}/{len(books)}] {src.name} (profile {profile}) ...", flush=True)
+            r = run_one(src, out_dir, profile, parameters or {}, progress, timeout, stop)
+            runs.append(r)
+            print(f"[{i}/{len(books)}] {src.stem}: {'ok' if r['ok'] else 'FAILED: ' + r['error']} "
+                  f"in {r['seconds']:.0f} s", flush=True)
+        write_index(out_dir, profile, runs)
     failed = [r["name"] for r in runs if not r["ok"]]
-    print(f"\nreport in {out_dir}: {len(runs) - len(failed)} ok, {len(failed)} failed"
-          + (f" ({', '.join(failed)})" if failed else "") + f"; total {time.perf_counter() - t0:.0f} s")
-    return 1 if failed else 0
+    print(f"\nreport in {out_dir}: " + (f"interrupted by {stop.name}; " if stop.signum else "")
+          + f"{len(runs) - len(failed)} ok, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else "")
+          + f"; total {time.perf_counter() - t0:.0f} s", flush=True)
+    return 128 + stop.signum if stop.signum else (1 if failed else 0)
 
 
 def parse_value(text: str):
@@ -137,8 +236,6 @@ def parse_value(text: str):
 
 
 def main(argv: list | None = None) -> int:
-    import argparse
-
     ap = argparse.ArgumentParser(prog="python -m labkit", description="labkit command line")
     sub = ap.add_subparsers(dest="command", required=True)
     rp = sub.add_parser("report", help="run the notebooks into reports/<profile>/")
@@ -149,8 +246,12 @@ def main(argv: list | None = None) -> int:
                     help="ImageFolder tree (train/, test/) to use as CIFAR-10 (sets LABKIT_CIFAR10_FOLDER)")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a notebook parameter, e.g. --set epochs=2 (repeatable)")
+    rp.add_argument("--timeout", type=float, default=TIMEOUT, metavar="SECONDS",
+                    help=f"fail a notebook when one cell runs longer than this (default {TIMEOUT})")
     rp.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if not args.timeout > 0:
+        ap.error(f"--timeout {args.timeout:g} must be a positive number of seconds")
     if args.cifar10_folder is not None:
         os.environ["LABKIT_CIFAR10_FOLDER"] = str(args.cifar10_folder.resolve())
     params = {}
@@ -159,7 +260,11 @@ def main(argv: list | None = None) -> int:
             ap.error(f"--set {item!r} must look like KEY=VALUE")
         k, v = item.split("=", 1)
         params[k] = parse_value(v)
-    return run(args.profile, args.only, args.notebooks, params, progress=not args.no_progress)
+    try:
+        return run(args.profile, args.only, args.notebooks, params, not args.no_progress, args.timeout)
+    except guard.ProfileBusy as e:
+        print(f"labkit report: {e}", file=sys.stderr)
+        return BUSY
 
 
 if __name__ == "__main__":  # pragma: no cover

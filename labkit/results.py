@@ -5,6 +5,11 @@ the label of its test set), profile, device, seed, plus sparsity, accuracy,
 the size fields, MACs and latency. Rows are keyed by (lab, method, point,
 seed, model): recording the same key again replaces the old row, so re-running a
 notebook does not duplicate rows. Every write rewrites the file atomically.
+
+The report runner stages each run: it points ``$LABKIT_STAGE`` at a folder of
+its own inside reports/<profile>/, the notebook writes its rows (and plots.save
+its figures) there, and :func:`adopt` swaps the rows in only when the run
+succeeded. A failed or stopped run leaves the lab's earlier rows as they were.
 """
 from __future__ import annotations
 
@@ -12,19 +17,33 @@ import datetime as _dt
 import fcntl
 import json
 import math
+import os
 from pathlib import Path
 
 from . import config
 from .io import atomic_write_text
 
 KEY = ("lab", "method", "point", "seed", "model")  # model: a lab may run one method on two models
+STAGE_ENV = "LABKIT_STAGE"
+
+
+def folder_for(profile: str) -> Path:
+    """Where a notebook of `profile` writes results.jsonl and figures/:
+    reports/<profile>/ (under $LABKIT_REPORTS), or the runner's staging folder
+    $LABKIT_STAGE when that lies directly in reports/<profile>/."""
+    if profile not in config.PROFILES:
+        raise ValueError(f"profile={profile!r} is not one of {config.PROFILES}")
+    folder = config.reports_root() / profile
+    stage = os.environ.get(STAGE_ENV)
+    if stage and Path(stage).resolve().parent == folder.resolve():
+        return Path(stage)
+    return folder
 
 
 def path_for(profile: str) -> Path:
-    """reports/<profile>/results.jsonl (under $LABKIT_REPORTS)."""
-    if profile not in config.PROFILES:
-        raise ValueError(f"profile={profile!r} is not one of {config.PROFILES}")
-    return config.reports_root() / profile / "results.jsonl"
+    """The results file of `profile`: reports/<profile>/results.jsonl, or the
+    staged one during a report run (see folder_for)."""
+    return folder_for(profile) / "results.jsonl"
 
 
 def load(path: Path | str) -> list[dict]:
@@ -89,17 +108,54 @@ def _rewrite(path: Path, change) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = load(path)
         rows = change(old)
-        atomic_write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), path)
+        atomic_write_text(_lines(rows), path)
     return len(old) - len(rows)
 
 
+def _lines(rows: list[dict]) -> str:
+    """The text of a results file holding `rows`."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+
+
+def _key(row: dict) -> tuple:
+    """The row's KEY values: rows with equal keys replace each other."""
+    return tuple(row.get(k) for k in KEY)
+
+
 def forget_lab(path: Path | str, lab: str) -> int:
-    """Drop every row of `lab` from a results file (the runner does this before
-    re-running a lab, so stale points do not linger). Returns how many went."""
+    """Drop every row of `lab` from a results file. Returns how many went.
+    (The report runner does not: it swaps a run's rows in with adopt.)"""
     path = Path(path)
     if not path.exists():
         return 0
     return _rewrite(path, lambda rows: [r for r in rows if r.get("lab") != lab])
+
+
+def stage(path: Path | str, lab: str, staged: Path | str) -> list[dict]:
+    """Start a staged run of `lab`: write the rows of `path` less `lab`'s to
+    `staged` (the run sees the other labs' rows, none of its own) and return
+    them, the base that :func:`adopt` compares the run's rows against."""
+    base = [r for r in load(path) if r.get("lab") != lab]
+    atomic_write_text(_lines(base), staged)
+    return base
+
+
+def adopt(path: Path | str, lab: str, staged: Path | str, base: list[dict]) -> int:
+    """Swap a successful staged run's rows into `path`, atomically and under
+    its lock: the rows of `staged` that are not in `base` replace every earlier
+    row of `lab` and any row with the same key. Returns how many earlier rows
+    of `lab` went."""
+    before = {json.dumps(r, sort_keys=True) for r in base}
+    new = [r for r in load(staged) if json.dumps(r, sort_keys=True) not in before]
+    keys = {_key(r) for r in new}
+    gone = []
+
+    def change(rows):
+        gone.append(sum(r.get("lab") == lab for r in rows))
+        return [r for r in rows if r.get("lab") != lab and _key(r) not in keys] + new
+
+    _rewrite(Path(path), change)
+    return gone[0]
 
 
 def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
