@@ -13,7 +13,10 @@ Sources (``load(name)``):
   stand-ins shaped and normalised like the real ones; no files needed.
 
 The validation split is carved from train by a fixed permutation (independent
-of the run's seed); test stays the test set.
+of the run's seed); test stays the test set. ``holdout=N`` also sets aside the
+last N images of that permutation as a held-out split (never trained on, never
+used for validation): validation and, while ``train_subset`` fits in what is
+left, the training images are the same with or without it.
 """
 from __future__ import annotations
 
@@ -34,15 +37,19 @@ CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 VAL_SEED = 20241  # fixed: the validation split never depends on the run's seed
+SPLITS = ("train", "val", "test", "holdout")
 
 
 @dataclass
 class Split:
     """One split: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,). Treated as
-    immutable: a subset or a move to another device is a new Split."""
+    immutable: a subset or a move to another device is a new Split.
+    ``index``: int64 (N,) on the CPU, the position of each image in the source's
+    training set, for the splits load() carves from it (None otherwise)."""
 
     x: torch.Tensor
     y: torch.Tensor
+    index: torch.Tensor | None = field(default=None, repr=False, compare=False)
     _prepared: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -57,7 +64,7 @@ class Split:
         return self._prepared[pad]
 
     def to(self, device) -> "Split":
-        return Split(self.x.to(device), self.y.to(device))
+        return Split(self.x.to(device), self.y.to(device), self.index)
 
 
 @dataclass
@@ -75,6 +82,15 @@ class Data:
     classes: tuple
     test_label: str           # how to label test accuracy, e.g. 'MNIST test set (10,000 images)'
     notes: list = field(default_factory=list)
+    holdout: Split | None = None   # load(..., holdout=N): N training images set aside, else None
+    holdout_label: str = ""        # e.g. '10,000 held-out CIFAR-10 training images'
+
+    @property
+    def indices(self) -> dict:
+        """{'train', 'val'[, 'holdout']: int64 (N,)}: each split's positions in the
+        source's training set (splits whose Split.index is None are left out)."""
+        splits = {"train": self.train, "val": self.val, "holdout": self.holdout}
+        return {k: s.index for k, s in splits.items() if s is not None and s.index is not None}
 
     @property
     def synthetic(self) -> bool:
@@ -99,19 +115,23 @@ class Data:
 
     def describe(self) -> str:
         """One line naming the data and the size of each split."""
-        return (f"{self.name}: train {len(self.train):,} / val {len(self.val):,} / test {len(self.test):,}"
+        held = f" / holdout {len(self.holdout):,}" if self.holdout is not None else ""
+        return (f"{self.name}: train {len(self.train):,} / val {len(self.val):,} / test {len(self.test):,}{held}"
                 f" | test accuracy is on: {self.test_label}")
 
     def loader(self, split: str, batch_size: int, **kw) -> "DeviceLoader":
-        """A DeviceLoader over 'train', 'val' or 'test' with this data's normalisation."""
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"split={split!r} is not one of ('train', 'val', 'test')")
+        """A DeviceLoader over 'train', 'val', 'test' or 'holdout' with this data's normalisation."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is not one of {SPLITS}")
+        if split == "holdout" and self.holdout is None:
+            raise ValueError("split='holdout' needs data loaded with load(..., holdout=N), N > 0")
         return DeviceLoader(getattr(self, split), batch_size, mean=self.mean, std=self.std, **kw)
 
     def to(self, device) -> "Data":
         """The same data with every split on `device`."""
         d = Data(**{**self.__dict__})
         d.train, d.val, d.test = self.train.to(device), self.val.to(device), self.test.to(device)
+        d.holdout = self.holdout.to(device) if self.holdout is not None else None
         return d
 
 
@@ -288,13 +308,16 @@ def _synthetic(name: str, n_train: int = 4000, n_test: int = 1000) -> tuple[Spli
 # ---------------------------------------------------------------- public
 
 def load(name: str, *, root: Path | None = None, folder: Path | str | None = None,
-         val_size: int | None = None, train_subset: int | None = None, device=None) -> Data:
+         val_size: int | None = None, train_subset: int | None = None, holdout: int | None = None,
+         device=None) -> Data:
     """Load dataset `name` (one of DATASETS) as tensors on `device`.
 
     folder: an ImageFolder tree (train/, test/) to use for 'cifar10'; defaults
             to $LABKIT_CIFAR10_FOLDER, and without either torchvision's pickles.
     val_size: images held out of train for validation (default 5,000; 500 synthetic).
     train_subset: keep only this many training images (after the val split).
+    holdout: set aside this many training images as ``data.holdout`` (default
+             None or 0: none, and every split exactly as without the argument).
     """
     if name not in DATASETS:
         raise ValueError(f"dataset={name!r} is not one of {DATASETS}")
@@ -320,20 +343,43 @@ def load(name: str, *, root: Path | None = None, folder: Path | str | None = Non
     digest = tensor_hash(train.x, train.y, test.x, test.y)
     if val_size is None:
         val_size = 500 if name.startswith("synthetic-") else 5000
-    if not 0 < val_size < len(train):
-        raise ValueError(f"val_size={val_size} must be between 1 and {len(train) - 1}")
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(VAL_SEED))
-    val = Split(train.x[perm[:val_size]], train.y[perm[:val_size]])
-    keep = perm[val_size:]
-    notes = []
+    train, val, held, notes = _carve(train, val_size, train_subset, holdout)
+    data = Data(name, source, digest, train, val, test, stats[0], stats[1], classes, test_label, notes)
+    if held is not None:
+        data.holdout, data.holdout_label = held, _holdout_label(name, len(held))
+    return data.to(device) if device is not None else data
+
+
+def _carve(train: Split, val_size: int, train_subset: int | None,
+           holdout: int | None) -> tuple[Split, Split, Split | None, list]:
+    """(train, val, holdout or None, notes) from the source's training set, by one
+    fixed permutation perm (VAL_SEED) of its N images: val = perm[:val_size],
+    holdout = perm[N - holdout:], train = what lies between (its first
+    train_subset). Each Split's index holds its positions in the source."""
+    n = len(train)
+    if not 0 < val_size < n:
+        raise ValueError(f"val_size={val_size} must be between 1 and {n - 1}")
+    holdout = 0 if holdout is None else holdout
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or not 0 <= holdout < n - val_size:
+        raise ValueError(f"holdout={holdout!r} must be an integer between 0 and {n - val_size - 1} "
+                         f"(the {n:,} training images less val_size={val_size:,} and at least one to train on)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    keep, notes = perm[val_size:n - holdout], []
     if train_subset is not None:
         if not 0 < train_subset <= len(keep):
             raise ValueError(f"train_subset={train_subset} must be between 1 and {len(keep)}")
         keep = keep[:train_subset]
         notes.append(f"training on a SUBSET of {train_subset:,} training images")
-    train = Split(train.x[keep], train.y[keep])
-    data = Data(name, source, digest, train, val, test, stats[0], stats[1], classes, test_label, notes)
-    return data.to(device) if device is not None else data
+    parts = [perm[:val_size], keep] + ([perm[n - holdout:]] if holdout else [])
+    val, kept, *held = (Split(train.x[i], train.y[i], i) for i in parts)
+    return kept, val, (held[0] if held else None), notes
+
+
+def _holdout_label(name: str, n: int) -> str:
+    """How to label accuracy on the held-out split, e.g. '10,000 held-out CIFAR-10 training images'."""
+    if name.startswith("synthetic-"):
+        return f"{n:,} held-out {name} training images (synthetic stand-in, NOT real data)"
+    return f"{n:,} held-out {dict(mnist='MNIST', cifar10='CIFAR-10')[name]} training images"
 
 
 class DeviceLoader:

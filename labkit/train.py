@@ -10,6 +10,11 @@
   step (loss and accuracy accumulate on the device).
 - Masked layers (``weight_mask`` buffers) are re-applied after every optimiser
   step: pruned weights stay exactly zero through fine-tuning.
+- ``fit(after_step=[...])``: callables ``hook(model, step)`` run (without
+  grad) after every optimiser step, before the masks are re-applied; e.g. a
+  proximal step. ``fit(ema=0.99)``: weight averaging (:class:`EMA`), whose
+  average is what fit validates each epoch and leaves in the model.
+- ``evaluate(..., tta=True)``: flipped-image test-time augmentation.
 - A non-finite loss stops training with an error naming the epoch and step.
 - ``dense(...)`` caches trained models under a hash of everything that
   determines them; a corrupt entry is detected (sha256) and retrained.
@@ -41,6 +46,82 @@ NAN_CHECK_EVERY = 50   # steps between (syncing) non-finite loss checks
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class KeepMasks:
+    """fit's after-step hook for pruned models: weight *= weight_mask on every
+    masked prunable layer, so pruned weights stay exactly zero. False when the
+    model has no masked layer."""
+
+    def __init__(self, model: nn.Module):
+        masked = [(m.weight, m.weight_mask) for m in prunable(model).values() if hasattr(m, "weight_mask")]
+        self.weights, self.masks = [w for w, _ in masked], [mk.to(w.dtype) for w, mk in masked]
+
+    def __bool__(self) -> bool:
+        return bool(self.weights)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module = None, step: int = None) -> None:
+        if self.weights:
+            torch._foreach_mul_(self.weights, self.masks)
+
+
+class EMA:
+    """Exponential moving average of a model's parameters, as an after-step hook.
+
+    Starts from the parameters at construction; update t = 1, 2, ... does
+    ``avg <- d_t * avg + (1 - d_t) * p`` with ``d_t = min(decay, (1 + t) / (10 + t))``
+    (the warm-up keeps a short run's average off its first weights). Buffers
+    (BatchNorm statistics, masks) are not averaged: the model's own, the last
+    iterate's, go with the average. A parameter that is exactly zero at the
+    start and after every step stays exactly zero in the average (pruned
+    weights do); one a proximal step zeroes part-way through does not.
+    ``avg``: one tensor per parameter, of its shape, dtype and layout."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+            raise ValueError(f"ema decay={decay!r} must be a number strictly between 0 and 1")
+        self.decay, self.updates = float(decay), 0
+        self.params = list(model.parameters())
+        self.avg = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module = None, step: int = None) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_mul_(self.avg, d)
+        torch._foreach_add_(self.avg, self.params, alpha=1 - d)
+
+    @torch.no_grad()
+    def copy_to(self) -> None:
+        """Load the averaged parameters into the model."""
+        torch._foreach_copy_(self.params, self.avg)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The averaged parameters in the model for a with block; the live ones after it."""
+        live = [p.detach().clone() for p in self.params]
+        self.copy_to()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, live)
+
+
+def _hooks(model: nn.Module, after_step, ema) -> tuple[list, KeepMasks, EMA | None]:
+    """fit's after-step hooks in their order: `after_step`, then KeepMasks, then
+    the EMA (made from the masked weights); returns (hooks, KeepMasks, EMA or None)."""
+    after_step = [after_step] if callable(after_step) else list(after_step or ())
+    bad = [h for h in after_step if not callable(h)]
+    if bad:
+        raise ValueError(f"after_step={bad!r}: each must be a callable hook(model, step)")
+    keep = KeepMasks(model)
+    averaged = None
+    if ema is not None:
+        keep()
+        averaged = EMA(model, ema)
+    return after_step + ([keep] if keep else []) + ([averaged] if averaged else []), keep, averaged
 
 
 @dataclass
@@ -89,18 +170,44 @@ def _is_channels_last(model: nn.Module) -> bool:
         and not conv.weight.is_contiguous()
 
 
+def _predict(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """(B,) int64 classes of a batch x (B, C, H, W): argmax of the logits, or with
+    `tta` the argmax of the mean of the softmax probabilities (B, K) of x and of
+    its horizontal flip x.flip(-1)."""
+    with _autocast(x.device):
+        if not tta:
+            return model(x).argmax(1)
+        probs = (F.softmax(model(x).float(), 1) + F.softmax(model(x.flip(-1)).float(), 1)) / 2
+    return probs.argmax(1)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000) -> float:
-    """Top-1 accuracy (fraction in [0, 1]) of `model` on one split of `data`."""
+def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
+             tta: bool = False) -> float:
+    """Top-1 accuracy (fraction in [0, 1]) of `model` on one split of `data`
+    ('train', 'val', 'test' or 'holdout'); `tta`: flipped-image test-time
+    augmentation (each image and its mirror image, see predict)."""
     device = data.train.x.device
     was_training = model.training
     model.eval()
     correct = torch.zeros((), device=device, dtype=torch.long)
     for x, y in data.loader(split, batch_size, channels_last=_is_channels_last(model)):
-        with _autocast(device):
-            correct += (model(x).argmax(1) == y).sum()
+        correct += (_predict(model, x, tta) == y).sum()
     model.train(was_training)
     return correct.item() / len(getattr(data, split))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
+            tta: bool = False) -> torch.Tensor:
+    """(N,) int64 classes `model` (in eval mode) gives the N images of one split;
+    with `tta` the argmax of the mean softmax of each image and its horizontal flip."""
+    was_training = model.training
+    model.eval()
+    loader = data.loader(split, batch_size, channels_last=_is_channels_last(model))
+    out = torch.cat([_predict(model, x, tta) for x, _ in loader])
+    model.train(was_training)
+    return out
 
 
 def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> float:
@@ -134,13 +241,20 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
         warmup: float = 0.1, schedule: str = "linear", label_smoothing: float = 0.0,
         augment: bool = False, seed: int = 0, progress: bool = True, compile: bool = False,
-        channels_last: bool = True, desc: str = "train") -> History:
+        channels_last: bool = True, desc: str = "train", after_step=None,
+        ema: float | None = None) -> History:
     """Train `model` in place on data.train; evaluate on data.val after each epoch.
 
     Masked layers stay masked. Returns a History. Raises TrainingDiverged on a
     non-finite loss, naming the epoch and step. `seed` fixes the batches: epoch
     e is shuffled and augmented from seed + e, so two calls with one seed see
     the same batches; give each of a series of fine-tunes its own seed.
+    after_step: callables hook(model, step), run without grad after each
+    optimiser step (step: its 0-based index, the one lr_at was given; there
+    are epochs * (len(data.train) // batch_size) steps), then the masks are
+    re-applied. ema: a decay in (0, 1) for weight averaging (EMA); each
+    epoch's val_acc is of the average, and the average (with the last
+    iterate's BatchNorm statistics) is left in the model at the end.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r} must be a non-negative integer")
@@ -153,8 +267,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     check_input(model, data.shape)
     step_fn = torch.compile(model) if compile else model
     opt = sgd(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-    masked = [(m.weight, m.weight_mask) for m in prunable(model).values() if hasattr(m, "weight_mask")]
-    weights, masks = [w for w, _ in masked], [mk.to(w.dtype) for w, mk in masked]
+    hooks, keep_masks, averaged = _hooks(model, after_step, ema)
     loader = data.loader("train", batch_size, shuffle=True, augment=augment, drop_last=True,
                          seed=seed, channels_last=channels_last and has_conv(model))
     total, step, history = epochs * len(loader), 0, History()
@@ -174,9 +287,10 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if masked:
+            if hooks:
                 with torch.no_grad():
-                    torch._foreach_mul_(weights, masks)
+                    for hook in hooks:
+                        hook(model, step)
             losses[i] = loss.detach()
             correct += (out.argmax(1) == y).sum()
             step += 1
@@ -186,12 +300,17 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         n_img = len(loader) * batch_size
+        with averaged.applied() if averaged else contextlib.nullcontext():
+            val_acc = evaluate(model, data, "val")
         record = dict(epoch=epoch + 1, train_loss=losses.mean().item(), train_acc=correct.item() / max(1, n_img),
-                      val_acc=evaluate(model, data, "val"), lr=lr, seconds=seconds,
+                      val_acc=val_acc, lr=lr, seconds=seconds,
                       images_per_s=n_img / seconds if seconds > 0 else float("nan"))
         history.epochs.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_acc']:.4f}",
                         ips=f"{record['images_per_s']:,.0f}")
+    if averaged:
+        averaged.copy_to()
+        keep_masks()
     return history
 
 
