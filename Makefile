@@ -1,6 +1,8 @@
 # make test    : create .venv if missing, install labkit[dev], run unit + notebook tests
 # make report  : the same set-up, then run the notebooks into reports/$(PROFILE)/
 # make bench   : the benchmark table (benchmarks/run)
+# make lab     : JupyterLab on notebooks/ with the same data and cache paths; a notebook run there uses
+#                $LABKIT_PROFILE (default cpu) and writes into reports/interactive/<profile>/
 PROFILE ?= cpu
 ONLY    ?=
 PYTHON  ?= python3
@@ -15,7 +17,7 @@ ifneq ($(wildcard ../shared/data/cifar10-images/train),)
 export LABKIT_CIFAR10_FOLDER ?= $(abspath ../shared/data/cifar10-images)
 endif
 
-.PHONY: test report bench clean-venv
+.PHONY: test report bench lab clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +35,10 @@ report: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
+
+# JupyterLab refuses root unless told (containers, CI machines)
+lab: $(VENV)/.installed
+	$(PY) -m jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -59,8 +59,10 @@ def cache_root() -> Path:
 
 
 def reports_root() -> Path:
-    """Where reports and results.jsonl are written: ``$LABKIT_REPORTS`` or ``<root>/reports``."""
-    return _path_from_env("LABKIT_REPORTS", ROOT / "reports")
+    """Where reports and results.jsonl are written: ``$LABKIT_REPORTS``, else
+    ``<root>/reports/interactive`` (a notebook run by hand never writes over the
+    committed report; ``python -m labkit report`` sets ``<root>/reports``)."""
+    return _path_from_env("LABKIT_REPORTS", ROOT / "reports" / "interactive")
 
 
 def cifar10_folder() -> Path | None:
@@ -68,6 +70,15 @@ def cifar10_folder() -> Path | None:
     ``$LABKIT_CIFAR10_FOLDER``; None when unset."""
     value = os.environ.get("LABKIT_CIFAR10_FOLDER")
     return _path_from_env("LABKIT_CIFAR10_FOLDER", ROOT) if value else None
+
+
+def default_profile() -> str:
+    """The profile of a notebook run by hand: ``$LABKIT_PROFILE``, else 'cpu'
+    (real data). Papermill, nbval and the tests inject their own."""
+    profile = os.environ.get("LABKIT_PROFILE") or "cpu"
+    if profile not in PROFILES:
+        raise ValueError(f"LABKIT_PROFILE={profile!r} is not one of {PROFILES}")
+    return profile
 
 
 def progress() -> bool:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 
 from .config import check_fraction
 from .config import progress as _progress

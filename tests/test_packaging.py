@@ -41,8 +41,10 @@ def test_source_notebook_is_clean(nb):
     assert all(not c.get("outputs") and c.get("execution_count") is None
                for c in cells if c["cell_type"] == "code"), "source notebooks are stored without outputs"
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1 and 'profile = "smoke"' in "".join(tagged[0]["source"])
-    assert cells[0]["cell_type"] == "markdown" and "smoke" in "".join(cells[0]["source"])
+    # run by hand, a notebook takes $LABKIT_PROFILE, else cpu; papermill, nbval and the tests inject theirs
+    assert len(tagged) == 1 and re.search(r"^profile = None\b", "".join(tagged[0]["source"]), re.M)
+    intro = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and all(w in intro for w in ("smoke", "cpu", "LABKIT_PROFILE"))
 
 
 def _code(cells):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 
 from .. import config
 from ..data import Data, Split

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 
 from .. import config
 from ..data import Data
