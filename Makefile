@@ -28,7 +28,9 @@ $(VENV)/.installed: pyproject.toml
 # Unit tests, then nbval over the executed smoke reports: each is re-run and the
 # cells marked NBVAL_CHECK_OUTPUT must reproduce their committed outputs.
 test: $(VENV)/.installed
-	$(PY) -m pytest tests reports/smoke --nbval-lax -p no:cacheprovider
+	@$(PY) -c "import platform, torch, torchvision; print(f'python {platform.python_version()} | torch {torch.__version__} | torchvision {torchvision.__version__} | cpu {torch.backends.cpu.get_cpu_capability()} | {torch.get_num_threads()} threads')"
+	@start=$$(date +%s); $(PY) -m pytest tests reports/smoke --nbval-lax -p no:cacheprovider --durations=10; \
+	  rc=$$?; echo "make test: wall time $$(( $$(date +%s) - start )) s"; exit $$rc
 
 report: $(VENV)/.installed
 	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))

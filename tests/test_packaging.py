@@ -12,23 +12,26 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
 
 
-def _name(req: str) -> str:
-    return re.split(r"[<>=!~ \[]", req.strip(), maxsplit=1)[0].lower()
+def _split(req: str) -> tuple[str, str]:
+    """('name', 'bounds') of a requirement such as 'torch>=2.14,<2.16'."""
+    name = re.split(r"[<>=!~ \[]", req.strip(), maxsplit=1)[0]
+    return name.lower(), req.strip()[len(name):].replace(" ", "")
 
 
-def test_environment_yml_lists_the_same_packages():
+def test_environment_yml_lists_the_same_packages_and_bounds():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
-    conda, section = set(), None
+    pip = dict(_split(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
+    conda, section = {}, None
     for line in (ROOT / "environment.yml").read_text().splitlines():
         if re.match(r"^\w", line):  # a top-level key: channels, dependencies, ...
             section = line.split(":")[0]
-        m = re.match(r"\s*-\s+([A-Za-z][\w.-]*)", line)
-        if section == "dependencies" and m and m.group(1) not in ("python", "pip"):
-            conda.add(CONDA_NAMES.get(m.group(1).lower(), m.group(1).lower()))
+        m = re.match(r"\s*-\s+([A-Za-z][\w.-]*\S*)", line)
+        if section == "dependencies" and m and _split(m.group(1))[0] not in ("python", "pip", "pip:"):
+            name, bounds = _split(m.group(1))
+            conda[CONDA_NAMES.get(name, name)] = bounds
     assert "torch" in conda and "pytest" in conda
     assert "-e ." in (ROOT / "environment.yml").read_text()  # installs labkit itself with pip
-    assert pip == conda, f"only in pyproject: {pip - conda}; only in environment.yml: {conda - pip}"
+    assert pip == conda, f"pyproject: {pip}\nenvironment.yml: {conda}"
 
 
 def test_there_are_notebooks():
