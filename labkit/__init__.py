@@ -11,20 +11,27 @@ from .config import Config  # noqa: E402
 
 
 def configure(profile: str | None, hparams: dict, *, lab: str, dataset: str, seed=None, device=None,
-              data_folder=None, quiet: bool = False, **overrides) -> Config:
+              data_folder=None, model: str | None = None, quiet: bool = False, **overrides) -> Config:
     """Set up one notebook run: settings, seed, device, and data; print the stamp.
 
     profile: 'smoke' | 'cpu' | 'full', or None: $LABKIT_PROFILE, else 'cpu';
     hparams: {profile: {setting: value}};
     dataset: 'mnist' or 'cifar10' (smoke uses the synthetic stand-in);
     data_folder: an ImageFolder tree to use as CIFAR-10 (else $LABKIT_CIFAR10_FOLDER);
+    model: the dense model the lab starts from: its recipe's data split
+           (recipes.data_split) is loaded, and hparams may not set one;
     overrides: settings to replace, None = keep the profile's value.
     The returned Config holds the loaded Data as ``cfg.data`` (on cfg.device).
     """
     profile = config.default_profile() if profile is None else profile
     cfg = config.make(profile, hparams, lab=lab, dataset=dataset, seed=seed, device=device, **overrides)
-    d = data.load(cfg.dataset, folder=data_folder, val_size=cfg.get("val_size"),
-                  train_subset=cfg.get("train_subset"), device=cfg.device)
+    split = dict(val_size=cfg.get("val_size"), train_subset=cfg.get("train_subset"))
+    if model is not None:
+        clash = [k for k in split if k in cfg]
+        if clash:
+            raise ValueError(f"settings {clash} belong to the {model!r} recipe (recipes.DATA), not to lab {lab}")
+        split = recipes.data_split(model, cfg.profile)
+    d = data.load(cfg.dataset, folder=data_folder, device=cfg.device, **split)
     if not quiet:
         print(config.stamp(cfg, d.source, d.hash))
         print(d.describe())
