@@ -10,6 +10,7 @@ from torch import nn
 
 import labkit as lk
 from labkit.prune import schedules
+from test_lab04 import tiny_vgg  # VGG at width 1/16 with non-trivial BN statistics
 
 
 def two_layers(seed=0):
@@ -23,17 +24,6 @@ def small_mlp(seed=0):
     return lk.models.build("mlp", width=0.05).eval()
 
 
-def tiny_vgg(seed=0):
-    """VGG at width 1/16 with non-trivial BN statistics, in eval mode."""
-    torch.manual_seed(seed)
-    m = lk.models.build("vgg", width=0.0625)
-    with torch.no_grad():
-        for _, bn in lk.prune.channels.convs(m):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.uniform_(-0.2, 0.2)
-            bn.running_mean.uniform_(-0.1, 0.1)
-            bn.running_var.uniform_(0.5, 1.5)
-    return m.eval()
 
 
 def state(model):
