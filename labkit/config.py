@@ -122,7 +122,10 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     about 2x faster). Without it oneDNN emulates bf16, and a VGG step on an
     AVX2-only CPU is about 15x slower than fp32, so such CPUs train in fp32.
     $LABKIT_PRECISION=fp32 forces fp32 everywhere."""
-    if os.environ.get("LABKIT_PRECISION", "auto") == "fp32":
+    precision = os.environ.get("LABKIT_PRECISION") or "auto"
+    if precision not in ("auto", "fp32"):
+        raise ValueError(f"LABKIT_PRECISION={precision!r} is not one of ('auto', 'fp32')")
+    if precision == "fp32":
         return None
     if device.type == "cuda" or (device.type == "cpu" and native_bf16()):
         return torch.bfloat16

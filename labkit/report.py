@@ -194,6 +194,9 @@ def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None
         raise ValueError(f"profile={profile!r} is not one of {config.PROFILES}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout={timeout!r} must be a positive number of seconds per cell")
+    # the runner writes <root>/reports/<profile>/ unless told otherwise (a notebook
+    # run by hand, without the runner, writes under reports/interactive/)
+    os.environ.setdefault("LABKIT_REPORTS", str(config.ROOT / "reports"))
     books = find_notebooks(notebooks or NOTEBOOKS, only)
     out_dir = config.reports_root() / profile
     out_dir.mkdir(parents=True, exist_ok=True)

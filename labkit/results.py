@@ -95,8 +95,7 @@ def record(cfg, data, *, method: str, model: str, point, accuracy: float, metric
     row.update({k: _clean(v) for k, v in metrics.items()})
     row.update({k: _clean(v) for k, v in extra.items()})
     path = Path(path) if path is not None else path_for(cfg.profile)
-    _rewrite(path, lambda rows: [r for r in rows if tuple(r.get(k) for k in KEY) != tuple(row[k] for k in KEY)]
-             + [row])
+    _rewrite(path, lambda rows: [r for r in rows if _key(r) != _key(row)] + [row])
     return row
 
 
@@ -120,15 +119,6 @@ def _lines(rows: list[dict]) -> str:
 def _key(row: dict) -> tuple:
     """The row's KEY values: rows with equal keys replace each other."""
     return tuple(row.get(k) for k in KEY)
-
-
-def forget_lab(path: Path | str, lab: str) -> int:
-    """Drop every row of `lab` from a results file. Returns how many went.
-    (The report runner does not: it swaps a run's rows in with adopt.)"""
-    path = Path(path)
-    if not path.exists():
-        return 0
-    return _rewrite(path, lambda rows: [r for r in rows if r.get("lab") != lab])
 
 
 def stage(path: Path | str, lab: str, staged: Path | str) -> list[dict]:

@@ -188,14 +188,8 @@ def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int 
     """Top-1 accuracy (fraction in [0, 1]) of `model` on one split of `data`
     ('train', 'val', 'test' or 'holdout'); `tta`: flipped-image test-time
     augmentation (each image and its mirror image, see predict)."""
-    device = data.train.x.device
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for x, y in data.loader(split, batch_size, channels_last=_is_channels_last(model)):
-        correct += (_predict(model, x, tta) == y).sum()
-    model.train(was_training)
-    return correct.item() / len(getattr(data, split))
+    labels = getattr(data, split).y
+    return (predict(model, data, split, batch_size, tta) == labels).sum().item() / len(labels)
 
 
 @torch.no_grad()

@@ -13,7 +13,6 @@ cpu) and the folder that notebooks run by hand write into.
 import json
 import os
 import re
-import runpy
 import secrets
 import shutil
 import socket
@@ -87,10 +86,15 @@ def test_a_notebook_run_by_hand_writes_under_reports_interactive(monkeypatch):
 def test_the_report_command_writes_under_reports(monkeypatch):
     """`python -m labkit report` (and `make report`) defaults $LABKIT_REPORTS to <root>/reports."""
     seen = []
+
+    def no_notebooks(folder, only):
+        seen.append(lk.config.reports_root())
+        raise SystemExit(0)
+
     monkeypatch.delenv("LABKIT_REPORTS", raising=False)
-    monkeypatch.setattr(report, "main", lambda: seen.append(lk.config.reports_root()) or 0)
+    monkeypatch.setattr(report, "find_notebooks", no_notebooks)
     with pytest.raises(SystemExit) as done:
-        runpy.run_module("labkit", run_name="__main__")
+        report.main(["report", "--profile", "smoke"])
     assert done.value.code == 0 and seen == [lk.config.ROOT / "reports"]
 
 

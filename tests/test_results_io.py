@@ -115,11 +115,13 @@ def test_markdown_table():
     assert t.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.12 |"]
 
 
-def test_forget_lab_drops_only_that_lab(tmp_env, tiny_data):
+def test_adopting_a_run_without_rows_drops_only_that_lab(tmp_env, tiny_data):
     cfg = _cfg()
     lk.results.record(cfg, tiny_data, method="m", model="mlp", point=0.1, accuracy=0.5, metrics={})
     other = lk.config.make("smoke", {"smoke": {}}, lab="u", dataset="mnist")
     lk.results.record(other, tiny_data, method="m", model="mlp", point=0.1, accuracy=0.5, metrics={})
     path = lk.results.path_for("smoke")
-    assert lk.results.forget_lab(path, "t") == 1
+    staged = tmp_env / "staged.jsonl"
+    base = lk.results.stage(path, "t", staged)
+    assert lk.results.adopt(path, "t", staged, base) == 1
     assert [r["lab"] for r in lk.results.load(path)] == ["u"]

@@ -107,3 +107,17 @@ def test_fits_optimiser_is_fused_sgd_with_decay_on_weights_only():
     assert decay["weight_decay"] == 1e-3 and all(p.ndim > 1 for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and all(p.ndim == 1 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
+
+
+def test_precision_follows_the_cpu_and_the_override(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv("LABKIT_PRECISION", raising=False)
+    for native in (True, False):
+        monkeypatch.setattr(lk.config, "native_bf16", lambda: native)
+        assert lk.config.autocast_dtype(cpu) == (torch.bfloat16 if native else None)
+        assert lk.config.autocast_dtype(cuda) == torch.bfloat16
+    monkeypatch.setenv("LABKIT_PRECISION", "fp32")
+    assert lk.config.autocast_dtype(cuda) is None
+    monkeypatch.setenv("LABKIT_PRECISION", "bf32")
+    with pytest.raises(ValueError, match="LABKIT_PRECISION='bf32'"):
+        lk.config.autocast_dtype(cpu)
