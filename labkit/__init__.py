@@ -25,13 +25,14 @@ def configure(profile: str | None, hparams: dict, *, lab: str, dataset: str, see
     """
     profile = config.default_profile() if profile is None else profile
     cfg = config.make(profile, hparams, lab=lab, dataset=dataset, seed=seed, device=device, **overrides)
-    split = dict(val_size=cfg.get("val_size"), train_subset=cfg.get("train_subset"))
+    split = dict(val_size=cfg.get("val_size"), train_subset=cfg.get("train_subset"),
+                 holdout=cfg.get("holdout"))
     if model is not None:
         clash = [k for k in split if k in cfg]
         if clash:
             raise ValueError(f"settings {clash} belong to the {model!r} recipe (recipes.DATA), not to lab {lab}")
         split = recipes.data_split(model, cfg.profile)
-    d = data.load(cfg.dataset, folder=data_folder, device=cfg.device, **split)
+    d = data.load(cfg.dataset, folder=data_folder, device=cfg.device, **split).holdout_as_test()
     if not quiet:
         print(config.stamp(cfg, d.source, d.hash))
         print(d.describe())

@@ -439,7 +439,8 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
             ctx.fine_tune(model, info.get("tune_images"))
             acc = train.evaluate(model, data)
             m = measure(model, data.shape, reference, timing=timing, **timer)
-            row = results.record(scfg, data, method=name, model=model_name, point=c, accuracy=acc, metrics=m,
+            row = results.record(scfg, data, method=name, model=model_name, point=c, accuracy=acc,
+                                 accuracy_official=train.official(model, data), metrics=m,
                                  dense_key=dense_key, budget=budget.label(), knobs=base["knobs"],
                                  accuracy_before=before,
                                  structured=structured,
@@ -472,7 +473,8 @@ def dense_row(cfg, data, model_name: str, dense: nn.Module, dense_key: str, seed
     m = measure(dense, data.shape, None, timing=timing, threads=knobs.get("latency_threads", 1),
                 min_run_time=knobs.get("latency_s", 0.3))
     return results.record(scfg, data, method="dense", model=model_name, point=1.0,
-                          accuracy=train.evaluate(dense, data), metrics=m, dense_key=dense_key,
+                          accuracy=train.evaluate(dense, data),
+                          accuracy_official=train.official(dense, data), metrics=m, dense_key=dense_key,
                           structured=False, compression=1.0)
 
 

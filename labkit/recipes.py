@@ -19,14 +19,14 @@ DENSE = {
     # and data split live here, not in the labs). cpu: sized for lab 02's budget on 2 cores.
     "vgg": {
         "smoke": dict(width=0.0625, epochs=2, batch_size=32, lr=0.05, augment=True),
-        "cpu": dict(width=0.25, epochs=4, batch_size=128, lr=0.1, augment=True, label_smoothing=0.1),
+        "cpu": dict(width=0.25, epochs=24, batch_size=256, lr=0.2, augment=True, label_smoothing=0.2),
         "full": dict(width=1.0, epochs=40, batch_size=512, lr=0.2, augment=True, label_smoothing=0.1),
     },
     # resnet18: owned by lab 03. full = the original study (about 40 epochs, 93.21%);
     # cpu = width 0.25 on a training subset (lab 03's HP) so the lab fits 2 CPU cores.
     "resnet18": {
         "smoke": dict(width=0.0625, epochs=2, batch_size=32, lr=0.05, augment=True),
-        "cpu": dict(width=0.25, epochs=10, batch_size=64, lr=0.1, augment=True),
+        "cpu": dict(width=0.25, epochs=40, batch_size=256, lr=0.2, augment=True, label_smoothing=0.2),
         "full": dict(width=1.0, epochs=40, batch_size=512, lr=0.2, augment=True),
     },
 }
@@ -37,14 +37,14 @@ DENSE = {
 DATA = {
     "mlp": {p: dict(train_subset=None, val_size=None) for p in PROFILES},
     "vgg": {
-        "smoke": dict(train_subset=768, val_size=200),
-        "cpu": dict(train_subset=12000, val_size=1000),
-        "full": dict(train_subset=None, val_size=5000),
+        "smoke": dict(train_subset=768, val_size=200, holdout=500),
+        "cpu": dict(train_subset=None, val_size=5000, holdout=10000),
+        "full": dict(train_subset=None, val_size=5000, holdout=10000),
     },
     "resnet18": {
-        "smoke": dict(train_subset=256, val_size=64),
-        "cpu": dict(train_subset=20000, val_size=1000),
-        "full": dict(train_subset=None, val_size=5000),
+        "smoke": dict(train_subset=256, val_size=64, holdout=500),
+        "cpu": dict(train_subset=None, val_size=5000, holdout=10000),
+        "full": dict(train_subset=None, val_size=5000, holdout=10000),
     },
 }
 

@@ -78,20 +78,32 @@ def _clean(v):
 
 
 def record(cfg, data, *, method: str, model: str, point, accuracy: float, metrics: dict,
-           path: Path | str | None = None, **extra) -> dict:
+           accuracy_official: float | None = None, path: Path | str | None = None, **extra) -> dict:
     """Add (or replace) the row of one measured model and return it.
 
     cfg: the notebook's Config; data: its Data (gives dataset name, hash, test label);
     point: what identifies this model within the method (e.g. the target sparsity);
-    accuracy: test accuracy in [0, 1]; metrics: the dict of metrics.measure.
+    accuracy: accuracy in [0, 1] on data.test (the row's ``test_set`` names it);
+    accuracy_official: required when data has an ``official`` split (the partial
+    official test set kept beside a held-out test split, Data.holdout_as_test):
+    the accuracy on it, stored with its label as ``official_set``;
+    metrics: the dict of metrics.measure.
     """
-    if not (isinstance(accuracy, (int, float)) and 0 <= accuracy <= 1):
-        raise ValueError(f"accuracy={accuracy!r} must be a fraction in [0, 1]")
+    for name, value in (("accuracy", accuracy), ("accuracy_official", accuracy_official)):
+        if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+            raise ValueError(f"{name}={value!r} must be a fraction in [0, 1]")
+    if accuracy is None:
+        raise ValueError("accuracy=None: give the accuracy on data.test as a fraction in [0, 1]")
+    if (accuracy_official is None) != (getattr(data, "official", None) is None):
+        raise ValueError(f"accuracy_official={accuracy_official!r}: give it exactly when data has an "
+                         f"official split (here: {getattr(data, 'official_label', '') or 'none'})")
     row = dict(lab=cfg.lab, method=method, model=model, point=_clean(point), dataset=data.name,
                synthetic=data.synthetic, data_hash=data.hash, test_set=data.test_label,
                profile=cfg.profile, device=config.device_name(cfg.device), seed=cfg.seed,
                config=cfg.hash(), git=config.git_commit(), accuracy=float(accuracy),
                time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    row.update(accuracy_official=None if accuracy_official is None else float(accuracy_official),
+               official_set=getattr(data, "official_label", "") or None)
     row.update({k: _clean(v) for k, v in metrics.items()})
     row.update({k: _clean(v) for k, v in extra.items()})
     path = Path(path) if path is not None else path_for(cfg.profile)
@@ -224,3 +236,16 @@ def find(rows: list[dict], **where) -> list[dict]:
                     and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12))
         return a == b
     return [r for r in rows if all(k in r and same(r[k], v) for k, v in where.items())]
+
+
+def finding(claim: str, holds: bool, measured: str) -> bool:
+    """Print whether one of a study's findings `holds` in this run, with what was
+    `measured`; returns holds. A lab states each finding it reproduces this way,
+    so the report shows a miss as plainly as a success."""
+    print(f"{'HOLDS ' if holds else 'MISSED'} | {claim} | measured: {measured}")
+    return bool(holds)
+
+
+def pct(fraction: float | None) -> float | None:
+    """100 * fraction, None kept (a table shows it as '-')."""
+    return None if fraction is None else 100 * fraction

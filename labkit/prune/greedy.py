@@ -109,9 +109,12 @@ def batch_evaluator(data: Data, n: int, split: str = "val", batch_size: int = 25
     return evaluate
 
 
-def train_subset(data: Data, n: int, seed: int = 0) -> Data:
+def train_subset(data: Data, n: int | None, seed: int = 0) -> Data:
     """`data` with only `n` training images (a fixed random subset), for brief
-    fine-tunes; val and test are unchanged. The name says it is a subset."""
+    fine-tunes; val and test are unchanged. The name says it is a subset.
+    n=None: `data` itself (every training image)."""
+    if n is None:
+        return data
     if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(data.train):
         raise ValueError(f"n={n!r} must be an integer in 1..{len(data.train)} (training images)")
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,86 @@
+"""Issue 14: CIFAR comparisons are measured on a held-out split where the
+official test set is partial, with the official figure kept beside it in every
+results row; each lab states the study's findings with results.finding."""
+import pytest
+import torch
+from torch import nn
+
+import labkit as lk
+from labkit.prune.greedy import train_subset
+
+
+def _cfg(dataset="synthetic-cifar10"):
+    return lk.config.make("smoke", {"smoke": {}}, lab="t", dataset=dataset)
+
+
+@pytest.fixture
+def held():
+    """synthetic-cifar10 (test set of 1,000: partial) with 500 held-out training images."""
+    return lk.data.load("synthetic-cifar10", val_size=200, train_subset=300, holdout=500)
+
+
+def test_holdout_as_test_moves_the_partial_test_set_beside_the_holdout(held):
+    d = held.holdout_as_test()
+    assert d.test is held.holdout and d.test_label == held.holdout_label
+    assert d.official is held.test and d.official_label == held.test_label
+    assert "held-out" in d.test_label and "beside it" in d.describe()
+    assert held.official is None and held.test is not held.holdout   # the original is unchanged
+    x = lk.train.predict(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), d, "official")
+    assert x.shape == (len(held.test),)
+
+
+def test_holdout_as_test_keeps_a_whole_test_set_and_data_without_holdout(held, tiny_data):
+    assert tiny_data.holdout_as_test() is tiny_data                 # no holdout
+    whole = lk.data.Data(**{**held.__dict__, "test": held.holdout.to("cpu")})
+    whole.test = lk.data.Split(torch.zeros(10_000, 3, 32, 32, dtype=torch.uint8),
+                               torch.zeros(10_000, dtype=torch.long))
+    assert whole.holdout_as_test() is whole                          # a whole test set is used as is
+
+
+def test_official_split_is_an_error_without_one(held):
+    with pytest.raises(ValueError, match="official"):
+        held.loader("official", 10)
+    assert lk.train.official(nn.Linear(1, 1), held) is None
+
+
+def test_record_keeps_the_official_accuracy_beside_and_names_both_sets(tmp_env, held):
+    d = held.holdout_as_test()
+    row = lk.results.record(_cfg(), d, method="m", model="vgg", point=1, accuracy=0.5,
+                            accuracy_official=0.25, metrics={})
+    assert row["test_set"] == d.test_label and "held-out" in row["test_set"]
+    assert row["accuracy_official"] == 0.25 and row["official_set"] == held.test_label
+    with pytest.raises(ValueError, match="accuracy_official=None"):
+        lk.results.record(_cfg(), d, method="m", model="vgg", point=2, accuracy=0.5, metrics={})
+    with pytest.raises(ValueError, match="accuracy_official=1.5"):
+        lk.results.record(_cfg(), d, method="m", model="vgg", point=2, accuracy=0.5,
+                          accuracy_official=1.5, metrics={})
+
+
+def test_record_without_an_official_split_refuses_one(tmp_env, tiny_data):
+    row = lk.results.record(_cfg("mnist"), tiny_data, method="m", model="mlp", point=1, accuracy=0.5,
+                            metrics={})
+    assert row["accuracy_official"] is None and row["official_set"] is None
+    with pytest.raises(ValueError, match="accuracy_official=0.3"):
+        lk.results.record(_cfg("mnist"), tiny_data, method="m", model="mlp", point=1,
+                          accuracy=0.5, accuracy_official=0.3, metrics={})
+
+
+def test_configure_gives_cifar_labs_the_holdout_as_test(tmp_env):
+    cfg = lk.configure("smoke", {"smoke": {}}, lab="02", dataset="cifar10", model="vgg", quiet=True)
+    split = lk.recipes.data_split("vgg", "smoke")
+    assert len(cfg.data.test) == split["holdout"] and cfg.data.official is not None
+    assert "held-out" in cfg.data.test_label
+    idx = cfg.data.indices
+    assert not set(idx["holdout"].tolist()) & (set(idx["train"].tolist()) | set(idx["val"].tolist()))
+
+
+def test_finding_prints_what_it_found(capsys):
+    assert lk.results.finding("a claim", True, "1.0 points") is True
+    assert lk.results.finding("another", False, "9 points") is False
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["HOLDS  | a claim | measured: 1.0 points", "MISSED | another | measured: 9 points"]
+
+
+def test_train_subset_none_is_every_image(tiny_data):
+    assert train_subset(tiny_data, None) is tiny_data
+    assert len(train_subset(tiny_data, 100).train) == 100
