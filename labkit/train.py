@@ -15,6 +15,8 @@
   grad) after every optimiser step, before the masks are re-applied; e.g. a
   proximal step. ``fit(ema=0.99)``: weight averaging (:class:`EMA`), whose
   average is what fit validates each epoch and leaves in the model.
+- ``fit(param_groups=[...])``: parameters with their own learning-rate scale,
+  momentum or weight decay (see :func:`sgd`), e.g. SSS's channel factors.
 - ``evaluate(..., tta=True)``: flipped-image test-time augmentation.
 - A non-finite loss stops training with an error naming the epoch and step.
 - ``dense(...)`` caches trained models under a hash of everything that
@@ -186,10 +188,16 @@ def _predict(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
 def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
              tta: bool = False) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of `model` on one split of `data`
-    ('train', 'val', 'test' or 'holdout'); `tta`: flipped-image test-time
+    ('train', 'val', 'test', 'holdout' or 'official'); `tta`: flipped-image test-time
     augmentation (each image and its mirror image, see predict)."""
     labels = getattr(data, split).y
     return (predict(model, data, split, batch_size, tta) == labels).sum().item() / len(labels)
+
+
+def official(model: nn.Module, data: Data) -> float | None:
+    """Accuracy on data.official, the partial official test set that
+    Data.holdout_as_test keeps beside a held-out test split; None without one."""
+    return evaluate(model, data, "official") if data.official is not None else None
 
 
 @torch.no_grad()
@@ -217,18 +225,82 @@ def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> flo
     return lr * (1 - t) if schedule == "linear" else lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
+GROUP_KEYS = ("lr_scale", "momentum", "weight_decay")   # what a param_groups entry may set
+
+
+def _check_group(i: int, group, owned: set) -> dict:
+    """param_groups[i], validated: a copy with "params" as a list (see sgd).
+    `owned`: the ids of the model's parameters."""
+    if not isinstance(group, dict) or "params" not in group:
+        raise ValueError(f"param_groups[{i}] (a {type(group).__name__}) must be a dict "
+                         "with 'params'")
+    extra = sorted(set(group) - {"params", *GROUP_KEYS})
+    if extra:
+        raise ValueError(f"param_groups[{i}] has unknown keys {extra}; allowed: params, "
+                         + ", ".join(GROUP_KEYS))
+    params = group["params"]
+    params = [params] if isinstance(params, torch.Tensor) else list(params)
+    ids = [id(p) for p in params]
+    if not params or len(set(ids)) < len(ids) or not set(ids) <= owned:
+        raise ValueError(f"param_groups[{i}]['params'] must be distinct parameters of the "
+                         f"model (got {len(params)}, {len(set(ids) & owned)} distinct of it)")
+    for key in GROUP_KEYS:
+        v = group.get(key, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                v > 0 if key == "lr_scale" else v >= 0):
+            sign = "positive" if key == "lr_scale" else "non-negative"
+            raise ValueError(f"param_groups[{i}]['{key}']={v!r} must be a {sign} number")
+    return {**group, "params": params}
+
+
+def _param_groups(model: nn.Module, param_groups) -> list[dict]:
+    """Validated copies of sgd's `param_groups` (None: []); no parameter in two groups."""
+    if param_groups is None:
+        return []
+    if not isinstance(param_groups, (list, tuple)):
+        raise ValueError(f"param_groups must be a list of dicts, got {type(param_groups).__name__}")
+    owned = {id(p) for p in model.parameters()}
+    groups, seen = [], set()
+    for i, group in enumerate(param_groups):
+        groups.append(_check_group(i, group, owned))
+        ids = {id(p) for p in groups[-1]["params"]}
+        if ids & seen:
+            raise ValueError(f"param_groups[{i}] repeats a parameter of an earlier group")
+        seen |= ids
+    return groups
+
+
 def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
-        nesterov: bool = True) -> torch.optim.SGD:
+        nesterov: bool = True, param_groups=None) -> torch.optim.SGD:
     """fit's optimiser for `model` (already on its device): SGD with weight decay
     on the weights (ndim > 1) only, Nesterov momentum when asked, and PyTorch's
-    fused implementation on CPU and CUDA."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
+    fused implementation on CPU and CUDA.
+
+    param_groups: None, or a list of dicts, each {"params": some of the model's
+    parameters (a tensor or an iterable of them), and optionally "lr_scale"
+    (> 0, default 1: the group's learning rate is lr_scale times fit's
+    scheduled one), "momentum" (>= 0, default `momentum`; Nesterov only where
+    > 0) and "weight_decay" (>= 0, default `weight_decay` when every parameter
+    of the group has ndim > 1, else 0)}. No parameter may be in two groups; the
+    model's other parameters form the two default groups (lr_scale 1). Every
+    group of the returned optimiser has an "lr_scale"; its "lr" is lr * lr_scale.
+    """
+    special = _param_groups(model, param_groups)
+    taken = {id(p) for g in special for p in g["params"]}
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    groups = [{"params": [p for p in rest if p.ndim > 1], "weight_decay": weight_decay},
+              {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0}]
+    for g in special:
+        weights = all(p.ndim > 1 for p in g["params"])
+        g.setdefault("weight_decay", weight_decay if weights else 0.0)
+        g.setdefault("momentum", momentum)
+        g["nesterov"] = nesterov and g["momentum"] > 0
+    for g in groups + special:
+        g.setdefault("lr_scale", 1.0)
+        g["lr"] = lr * g["lr_scale"]
     device = next(model.parameters()).device
-    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}],
-                           lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+    return torch.optim.SGD(groups + special, lr=lr, momentum=momentum,
+                           nesterov=nesterov and momentum > 0,
                            fused=True if device.type in ("cpu", "cuda") else None)
 
 
@@ -237,7 +309,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         warmup: float = 0.1, schedule: str = "linear", label_smoothing: float = 0.0,
         augment: bool = False, seed: int = 0, progress: bool = True, compile: bool = False,
         channels_last: bool = True, desc: str = "train", after_step=None,
-        ema: float | None = None) -> History:
+        ema: float | None = None, param_groups=None, validate: bool = True) -> History:
     """Train `model` in place on data.train; evaluate on data.val after each epoch.
 
     Masked layers stay masked. Returns a History. Raises TrainingDiverged on a
@@ -250,6 +322,9 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     re-applied. ema: a decay in (0, 1) for weight averaging (EMA); each
     epoch's val_acc is of the average, and the average (with the last
     iterate's BatchNorm statistics) is left in the model at the end.
+    param_groups: parameters with their own lr_scale, momentum or weight
+    decay (see sgd); each step's learning rate is lr_at(...) * lr_scale.
+    validate: False skips the per-epoch evaluation (val_acc is then nan).
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r} must be a non-negative integer")
@@ -261,7 +336,8 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     model = _prepare(model, device, channels_last)
     check_input(model, data.shape)
     step_fn = torch.compile(model) if compile else model
-    opt = sgd(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+    opt = sgd(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
+              param_groups=param_groups)
     hooks, keep_masks, averaged = _hooks(model, after_step, ema)
     loader = data.loader("train", batch_size, shuffle=True, augment=augment, drop_last=True,
                          seed=seed, channels_last=channels_last and has_conv(model))
@@ -274,8 +350,9 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         losses = torch.zeros(len(loader), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for i, (x, y) in enumerate(loader):
+            now = lr_at(step, total, lr, warmup, schedule)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, lr, warmup, schedule)
+                g["lr"] = now * g["lr_scale"]
             with _autocast(device):
                 out = step_fn(x)
                 loss = F.cross_entropy(out.float(), y, label_smoothing=label_smoothing)
@@ -295,8 +372,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         n_img = len(loader) * batch_size
-        with averaged.applied() if averaged else contextlib.nullcontext():
-            val_acc = evaluate(model, data, "val")
+        val_acc = _validate(model, data, averaged) if validate else float("nan")
         record = dict(epoch=epoch + 1, train_loss=losses.mean().item(), train_acc=correct.item() / max(1, n_img),
                       val_acc=val_acc, lr=lr, seconds=seconds,
                       images_per_s=n_img / seconds if seconds > 0 else float("nan"))
@@ -307,6 +383,12 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         averaged.copy_to()
         keep_masks()
     return history
+
+
+def _validate(model: nn.Module, data: Data, averaged: EMA | None) -> float:
+    """Accuracy on data.val, of the weight average when there is one."""
+    with averaged.applied() if averaged else contextlib.nullcontext():
+        return evaluate(model, data, "val")
 
 
 def _check_finite(losses: torch.Tensor, epoch: int) -> None:

@@ -1,6 +1,8 @@
 """Issue 14's library pieces: the held-out split, flipped-image TTA, fit's
-after-step hooks and weight averaging (EMA). Synthetic data, tiny models."""
+after-step hooks, parameter groups and weight averaging (EMA). Synthetic data,
+tiny models."""
 import hashlib
+import math
 
 import pytest
 import torch
@@ -207,3 +209,48 @@ def test_fit_rejects_bad_ema_and_hooks(kw, match):
     d = D.load("synthetic-cifar10", train_subset=64)
     with pytest.raises(ValueError, match=match):
         _fit(_tiny(), d, **kw)
+
+
+# ------------------------------------------------------------------ parameter groups
+
+def test_param_groups_have_their_own_lr_scale_momentum_and_weight_decay(monkeypatch):
+    d = D.load("synthetic-cifar10", train_subset=96)   # batch 32: 3 steps
+    model, opts, lrs = _tiny(), [], []
+    real = lk.train.sgd
+    monkeypatch.setattr(lk.train, "sgd", lambda *a, **kw: opts.append(real(*a, **kw)) or opts[-1])
+    bn = model[1]
+    h = _fit(model, d, warmup=0.0, schedule="cosine", validate=False,
+             param_groups=[dict(params=[bn.weight, bn.bias], lr_scale=4.0, momentum=0.0),
+                           dict(params=model[5].weight, lr_scale=0.5)],
+             after_step=lambda m, s: lrs.append([g["lr"] for g in opts[0].param_groups]))
+    groups = opts[0].param_groups
+    assert [[id(p) for p in g["params"]] for g in groups] == [
+        [id(model[0].weight)], [id(model[0].bias), id(model[5].bias)], [id(bn.weight), id(bn.bias)],
+        [id(model[5].weight)]]
+    for s, row in enumerate(lrs):     # each step: the scheduled lr times the group's lr_scale
+        now = lk.train.lr_at(s, 3, 0.05, 0.0, "cosine")
+        assert row == [now, now, 4 * now, 0.5 * now]
+    assert [(g["momentum"], g["nesterov"], g["weight_decay"]) for g in groups] == [
+        (0.9, True, 5e-4), (0.9, True, 0.0), (0.0, False, 0.0), (0.9, True, 5e-4)]
+    assert not opts[0].state[bn.weight] and "momentum_buffer" in opts[0].state[model[5].weight]
+    assert len(h.epochs) == 1 and math.isnan(h.epochs[0]["val_acc"])   # validate=False
+
+
+@pytest.mark.parametrize("groups, match", [
+    (lambda m: dict(params=m[1].weight), "must be a list of dicts"),
+    (lambda m: [dict(lr_scale=2.0)], r"param_groups\[0\] \(a dict\) must be a dict with 'params'"),
+    (lambda m: [dict(params=[m[1].weight], lr=0.1)], r"unknown keys \['lr'\]"),
+    (lambda m: [dict(params=[])], "distinct parameters of the model"),
+    (lambda m: [dict(params=[nn.Parameter(torch.ones(4))])], "distinct parameters of the model"),
+    (lambda m: [dict(params=[m[1].weight, m[1].weight])], "distinct parameters of the model"),
+    (lambda m: [dict(params=[m[1].weight], lr_scale=0)], r"\['lr_scale'\]=0 must be a positive"),
+    (lambda m: [dict(params=[m[1].weight], momentum=-0.1)], r"\['momentum'\]=-0.1 must be a non"),
+    (lambda m: [dict(params=[m[1].weight], weight_decay=True)], r"\['weight_decay'\]=True"),
+    (lambda m: [dict(params=[m[1].weight]), dict(params=[m[1].bias, m[1].weight])],
+     r"param_groups\[1\] repeats a parameter"),
+])
+def test_fit_rejects_bad_param_groups(groups, match):
+    d = D.load("synthetic-cifar10", train_subset=64)
+    model = _tiny()
+    with pytest.raises(ValueError, match=match):
+        _fit(model, d, param_groups=groups(model))

@@ -214,7 +214,7 @@ def test_proximal_steps_reach_exact_zeros_on_a_toy_lasso():
 
 def test_sparse_training_drives_channel_factors_to_exactly_zero():
     m, data = tiny_vgg(), tiny_data(n=64)
-    # 6 steps of shrink gate_lr * lam (cosine-decayed, about 1.5 in all) against BN weights in [0.5, 1.5]
+    # 6 steps of shrink gate_lr * lam (cosine-decayed, about 2 in all) against BN weights 0.5..1.5
     r = sss.sss_prune(m, data, lam=0.5, epochs=3, lr=0.05, gate_lr=1.0, batch_size=32, progress=False)
     zeros = [int((f == 0).sum()) for f in r.factors]
     assert r.zeros() == sum(zeros) > sum(m.channels) // 2          # exactly 0.0, not merely small
@@ -301,12 +301,147 @@ def test_lam_for_shrink_sets_the_total_threshold_budget():
     with torch.no_grad():
         for _, bn in lk.prune.channels.convs(m):
             bn.weight.fill_(-2.0)                      # median |gamma| = 2
-    assert sss.lam_for_shrink(m, 0.5, steps=1, gate_lr=0.5) == pytest.approx(2.0)   # 0.5 * 2 / (0.5 * 1)
-    steps = 10
-    decay = sum(0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps))
+    # fit's cosine schedule without warm-up: over 2 steps the learning rate is 0, then the full one
+    assert sss.lam_for_shrink(m, 0.5, steps=2, gate_lr=0.5) == pytest.approx(2.0)  # 0.5*2 / (0.5*1)
+    steps = 10   # lr_at(t, 10, 1, 0, 'cosine'): the cosine from t = 1 (peak) to t = 10 (zero)
+    decay = sum(0.5 * (1 + math.cos(math.pi * (t - 1) / (steps - 1))) for t in range(steps))
     assert sss.lam_for_shrink(m, 1.0, steps=steps, gate_lr=0.1) * 0.1 * decay == pytest.approx(2.0)
-    for kw, text in ((dict(shrink=0.0, steps=1, gate_lr=0.1), "shrink=0.0"),
+    for kw, text in ((dict(shrink=0.0, steps=2, gate_lr=0.1), "shrink=0.0"),
                      (dict(shrink=1.0, steps=0, gate_lr=0.1), "steps=0"),
+                     (dict(shrink=1.0, steps=1, gate_lr=0.1), "steps=1"),
                      (dict(shrink=1.0, steps=5, gate_lr=-1), "gate_lr=-1")):
         with pytest.raises(ValueError, match=text):
             sss.lam_for_shrink(m, kw.pop("shrink"), **kw)
+
+
+# ---------------------------------------------------------------- SSS is fit plus a proximal hook
+
+def _spy_fit(monkeypatch, record=None):
+    """Replace lk.train.fit by a wrapper that keeps each call's keyword arguments
+    (returned list) and, with `record`, adds the hook record(model, step) after fit's own."""
+    calls, real = [], lk.train.fit
+
+    def fit(model, data, **kw):
+        calls.append(kw)
+        if record is not None:
+            kw = {**kw, "after_step": list(kw["after_step"]) + [record]}
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(lk.train, "fit", fit)
+    return calls
+
+
+def test_sparse_train_is_one_fit_call_with_the_proximal_hook(monkeypatch):
+    calls = _spy_fit(monkeypatch)
+    m = tiny_vgg()
+    sss.sparse_train(m, tiny_data(n=64), lam=0.1, epochs=2, lr=0.05, gate_lr=0.5, batch_size=32,
+                     progress=False)
+    assert len(calls) == 1
+    kw = calls[0]
+    settings = (kw["schedule"], kw["warmup"], kw["label_smoothing"], kw["nesterov"])
+    assert settings == ("cosine", 0.0, 0.0, False)
+    (prox,) = kw["after_step"]
+    assert isinstance(prox, sss.ProximalStep) and (prox.lam, prox.total) == (0.1, 4)
+    (group,) = kw["param_groups"]
+    gammas = [bn.weight for _, bn in lk.prune.channels.convs(m)]
+    assert [id(p) for p in group["params"]] == [id(g) for g in gammas]
+    assert (group["lr_scale"], group["momentum"], group["weight_decay"]) == (10.0, 0.0, 0.0)
+
+
+def test_a_large_lam_makes_every_factor_exactly_zero():
+    m = tiny_vgg()
+    found = sss.sparse_train(m, tiny_data(n=96), lam=100.0, epochs=1, lr=0.05, gate_lr=0.5,
+                             batch_size=32, progress=False)
+    assert all(torch.equal(f, torch.zeros_like(f)) for f in found)
+    assert all(torch.equal(bn.weight, torch.zeros_like(bn.weight))
+               for _, bn in lk.prune.channels.convs(m))
+    # the same hook, called by hand: soft_threshold(gamma, lam * lr at that step)
+    m = tiny_vgg()
+    prox = sss.ProximalStep(m, lam=2.0, lr=0.25, lr_scale=2.0, total=5)  # lr at step 1: 0.25 * 2
+    before = sss.factors(m)
+    prox(m, 1)
+    after = sss.factors(m)
+    for b, a in zip(before, after):
+        assert torch.equal(a, sss.soft_threshold(b, 2.0 * 0.5))
+    after = torch.cat(after)      # BN weights in [0.5, 1.5], threshold 1: about half reach zero
+    assert bool((after == 0).any()) and bool((after != 0).any())
+
+
+def test_masks_hold_exactly_through_sss_steps():
+    m = tiny_vgg()
+    masks = lk.prune.prune_global(m, 0.6)
+    start = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    found = sss.sparse_train(m, tiny_data(n=96), lam=0.5, epochs=2, lr=0.05, gate_lr=1.0,
+                             batch_size=32, progress=False)
+    assert sum(int((f == 0).sum()) for f in found) > 0          # the proximal step zeroed factors
+    modules = dict(m.named_modules())
+    for name, keep in masks.items():
+        w = modules[name].weight
+        assert (~keep).any() and bool((w[~keep] == 0).all()), name        # pruned: exactly zero
+        assert not torch.equal(w[keep], start[name + ".weight"][keep]), name  # the rest trained
+    assert lk.metrics.global_sparsity(m) == pytest.approx(0.6, abs=1e-3)
+
+
+def _grads(model, state, x, y):
+    """{name: gradient} of the cross-entropy of `model` (loaded with `state`, in
+    train mode) on the batch (x, y)."""
+    model.load_state_dict(state)
+    model.train().zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    return {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+
+
+def test_two_sss_steps_by_hand(monkeypatch):
+    monkeypatch.setenv("LABKIT_PRECISION", "fp32")  # the hand computation below runs in fp32
+    data = lk.data.load("synthetic-cifar10", train_subset=96, val_size=32)   # batch 32: 3 steps
+    m = tiny_vgg()
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()}]
+    _spy_fit(monkeypatch, lambda model, step: states.append(
+        {k: v.detach().clone() for k, v in model.state_dict().items()}))
+    lam, lr, gate_lr, wd = 0.3, 0.05, 0.5, 5e-4
+    sss.sparse_train(m, data, lam=lam, epochs=1, lr=lr, gate_lr=gate_lr, batch_size=32, seed=3,
+                     weight_decay=wd, progress=False)
+    assert len(states) == 4
+    loader = data.loader("train", 32, shuffle=True, augment=True, drop_last=True, seed=3,
+                         channels_last=True)
+    (x0, y0), (x1, y1), _ = list(loader)          # fit's batches: epoch 0 draws from seed 3
+    hand = copy.deepcopy(tiny_vgg())
+    g0, g1 = _grads(hand, states[0], x0, y0), _grads(hand, states[1], x1, y1)
+    scale = [0.5, 1.0]   # lr_at(step, 3, 1, 0, 'cosine') for steps 0, 1: cos from step 1 (peak) on
+    close = dict(rtol=1e-4, atol=1e-6)
+    for i in range(8):
+        k = f"backbone.bn{i}.weight"  # factors: lr gate_lr * scale, no momentum/decay, then prox
+        for t in (0, 1):
+            lr_g = gate_lr * scale[t]
+            expected = sss.soft_threshold(states[t][k] - lr_g * (g0, g1)[t][k], lam * lr_g)
+            torch.testing.assert_close(states[t + 1][k], expected, **close)
+    w = "backbone.conv0.weight"         # weights: plain (not Nesterov) momentum and weight decay
+    expected = states[0][w] - lr * 0.5 * (g0[w] + wd * states[0][w])
+    torch.testing.assert_close(states[1][w], expected, **close)
+    b = "backbone.bn0.bias"             # other 1-d parameters: momentum 0.9, no weight decay
+    expected = states[1][b] - lr * 1.0 * (g1[b] + 0.9 * g0[b])
+    torch.testing.assert_close(states[2][b], expected, **close)
+
+
+def test_lam_for_shrink_is_the_sum_of_the_thresholds_sparse_train_applies(monkeypatch):
+    m, seen = tiny_vgg(), []
+    real = sss.soft_threshold
+    monkeypatch.setattr(sss, "soft_threshold",
+                        lambda x, t, nonneg=False: seen.append(t) or real(x, t, nonneg))
+    lam = sss.lam_for_shrink(m, 0.7, steps=6, gate_lr=0.4)
+    sss.sparse_train(m, tiny_data(n=96), lam=lam, epochs=2, lr=0.05, gate_lr=0.4, batch_size=32,
+                     progress=False)
+    per_step = seen[::8]      # one threshold per step, applied to the 8 BatchNorm weights
+    assert len(seen) == 6 * 8
+    assert all(seen[8 * i:8 * i + 8] == [t] * 8 for i, t in enumerate(per_step))
+    median = float(torch.cat([f.abs() for f in sss.factors(tiny_vgg())]).median())
+    assert sum(per_step) == pytest.approx(0.7 * median)
+
+
+def test_sss_divergence_is_fits_training_diverged():
+    m = tiny_vgg()
+    with torch.no_grad():
+        m.classifier.bias[0] = math.nan
+    with pytest.raises(lk.train.TrainingDiverged, match="nan at epoch 1, step 1"):
+        sss.sparse_train(m, tiny_data(n=64), lam=0.1, epochs=1, lr=0.05, batch_size=32,
+                         progress=False)

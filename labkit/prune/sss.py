@@ -2,13 +2,18 @@
 
 The scaling factor of conv i's output channel j is the weight (gamma) of
 BatchNorm i: ``relu(gamma_j * xhat_j + beta_j)``. The loss adds
-``lam * sum |gamma|``; a custom loop trains everything with SGD and then
-applies the proximal step of that L1 term to the factors,
-soft-thresholding ``gamma <- sign(gamma) * max(|gamma| - lr * lam, 0)`` (as
-the paper's APG does). Soft-thresholding makes factors exactly zero, not
-merely small. (An explicit gate multiplying the whole BN output would do
-nothing here: the next BatchNorm undoes any common scale of a layer's gates,
-so L1 would shrink them all together. Against beta, gamma's scale matters.)
+``lam * sum |gamma|``. SSS is labkit.train.fit plus one after-step hook:
+fit's SGD step trains everything (the factors in a parameter group of
+their own: learning rate gate_lr, no momentum, no weight decay), then
+:class:`ProximalStep` applies the proximal step of that L1 term to the
+factors, soft-thresholding ``gamma <- sign(gamma) * max(|gamma| - lr * lam, 0)``
+with the step's factor learning rate (as the paper's APG does); fit's
+KeepMasks hook then re-applies any weight masks. There is no second
+training loop: schedule, progress bar and the non-finite-loss check are
+fit's. Soft-thresholding makes factors exactly zero, not merely small. (An
+explicit gate multiplying the whole BN output would do nothing here: the
+next BatchNorm undoes any common scale of a layer's gates, so L1 would
+shrink them all together. Against beta, gamma's scale matters.)
 
 A channel whose factor is zero outputs the constant relu(beta_j). Channels
 whose |factor| is <= ``threshold`` are removed with ``channels.shrink_vgg``;
@@ -20,16 +25,12 @@ BatchNorm statistics are re-estimated after sparse training
 from __future__ import annotations
 
 import copy
-import math
-import sys
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 
-from .. import config
+from .. import train
 from ..data import Data
 from ..models import VGG
 from .channels import convs, expand_vgg, shrink_vgg
@@ -57,15 +58,33 @@ def factors(model: VGG) -> list[torch.Tensor]:
     return [bn.weight.detach().clone() for _, bn in convs(model)]
 
 
-def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, batch_size: int,
-                 gate_lr: float | None = None, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 augment: bool = True, seed: int = 0, progress: bool = True) -> list[torch.Tensor]:
-    """The SSS training loop, in place on `model`: loss = cross-entropy +
-    lam * sum |gamma| over the BatchNorm weights. Each step: SGD (momentum;
-    weight decay on conv/linear weights) on everything, the factors with
-    learning rate gate_lr (default lr) and no momentum, then the proximal
-    step soft_threshold(gamma, gate_lr * lam). Cosine learning-rate decay.
-    Returns the factors [(C_i,)]."""
+SCHEDULE = dict(warmup=0.0, schedule="cosine")   # SSS's learning-rate schedule (train.lr_at)
+
+
+class ProximalStep:
+    """SSS's after-step hook for fit: the proximal step of lam * sum |gamma| on
+    every BatchNorm weight (channel factor) of a VGG, soft_threshold(gamma,
+    lam * lr_g), lr_g being the factors' learning rate at that step:
+    lr_at(step, total, lr, **SCHEDULE) * lr_scale, as fit computes it for
+    their parameter group. total: fit's number of steps."""
+
+    def __init__(self, model: VGG, *, lam: float, lr: float, lr_scale: float, total: int):
+        self.gammas = [bn.weight for _, bn in convs(model)]
+        self.lam, self.lr, self.lr_scale, self.total = lam, lr, lr_scale, total
+
+    def step_lr(self, step: int) -> float:
+        """The factors' learning rate at `step` (0-based)."""
+        return train.lr_at(step, self.total, self.lr, **SCHEDULE) * self.lr_scale
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module = None, step: int = 0) -> None:
+        t = self.lam * self.step_lr(step)
+        for g in self.gammas:
+            g.copy_(soft_threshold(g, t, nonneg=False))
+
+
+def _check_sparse_train(model, lam, epochs, lr, gate_lr) -> tuple[float, float, float]:
+    """sparse_train's arguments, validated: (lam, lr, gate_lr)."""
     lam = _check_positive("lam", lam, allow_zero=True)
     lr = _check_positive("lr", lr)
     gate_lr = lr if gate_lr is None else _check_positive("gate_lr", gate_lr)
@@ -73,53 +92,45 @@ def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, 
         raise ValueError(f"epochs={epochs!r} must be a positive integer")
     if not isinstance(model, VGG):
         raise TypeError(f"SSS here needs a labkit VGG, got {type(model).__name__}")
-    gammas = [bn.weight for _, bn in convs(model)]
-    ids = {id(g) for g in gammas}
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1 and id(p) not in ids]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum)
-    gate_opt = torch.optim.SGD(gammas, lr=gate_lr, momentum=0.0)
-    loader = data.loader("train", batch_size, shuffle=True, augment=augment, drop_last=True, seed=seed)
-    total = epochs * len(loader)
-    bar = tqdm(total=total, desc=f"SSS lam={lam:g}", disable=not (progress and config.progress()),
-               file=sys.stdout, mininterval=2)
-    step = 0
-    model.train()
-    for _ in range(epochs):
-        for x, y in loader:
-            scale = 0.5 * (1 + math.cos(math.pi * step / total))
-            for g in opt.param_groups:
-                g["lr"] = lr * scale
-            gate_opt.param_groups[0]["lr"] = gate_lr * scale
-            loss = F.cross_entropy(model(x), y)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"SSS loss became {loss.item()} at step {step + 1}: lower lr or lam")
-            opt.zero_grad(set_to_none=True)
-            gate_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            gate_opt.step()
-            with torch.no_grad():
-                for g in gammas:
-                    g.copy_(soft_threshold(g, gate_lr * scale * lam, nonneg=False))
-            step += 1
-            bar.update(1)
-    bar.close()
+    return lam, lr, gate_lr
+
+
+def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, batch_size: int,
+                 gate_lr: float | None = None, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 augment: bool = True, seed: int = 0, progress: bool = True) -> list[torch.Tensor]:
+    """SSS training, in place on `model`: loss = cross-entropy (no label
+    smoothing) + lam * sum |gamma| over the BatchNorm weights, as
+    train.fit with SCHEDULE (cosine decay, no warm-up), plain momentum and
+    weight decay on conv/linear weights; the factors in their own parameter
+    group (learning rate gate_lr, default lr; no momentum, no weight decay)
+    and the :class:`ProximalStep` hook after each step (soft-thresholding by
+    lam times their learning rate at that step). Masked layers stay
+    masked. Raises train.TrainingDiverged on a non-finite loss.
+    Returns the factors [(C_i,)]."""
+    lam, lr, gate_lr = _check_sparse_train(model, lam, epochs, lr, gate_lr)
+    total = epochs * len(data.loader("train", batch_size, drop_last=True))
+    prox = ProximalStep(model, lam=lam, lr=lr, lr_scale=gate_lr / lr, total=total)
+    group = dict(params=prox.gammas, lr_scale=prox.lr_scale, momentum=0.0, weight_decay=0.0)
+    train.fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
+              weight_decay=weight_decay, nesterov=False, label_smoothing=0.0, augment=augment,
+              seed=seed, progress=progress, desc=f"SSS lam={lam:g}", after_step=[prox],
+              param_groups=[group], validate=False, **SCHEDULE)
     return factors(model)
 
 
 def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> float:
-    """The lam whose soft-thresholding, summed over `steps` cosine-decayed
-    steps of learning rate `gate_lr`, would move a factor by `shrink` times
-    the model's median |factor| (before the data loss pushes back). A way
-    to pick a sweep of lam that means the same at any training length."""
+    """The lam whose soft-thresholding, summed over the `steps` steps of
+    sparse_train's schedule (train.lr_at with SCHEDULE) at factor learning rate
+    `gate_lr`, would move a factor by `shrink` times the model's median
+    |factor| (before the data loss pushes back). A way to pick a sweep of lam
+    that means the same at any training length. steps >= 2 (that schedule
+    gives a run of one step learning rate 0)."""
     shrink = _check_positive("shrink", shrink)
     gate_lr = _check_positive("gate_lr", gate_lr)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive integer")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps={steps!r} must be an integer >= 2")
     median = float(torch.cat([f.abs() for f in factors(model)]).median())
-    decay = sum(0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps))
+    decay = sum(train.lr_at(t, steps, 1.0, **SCHEDULE) for t in range(steps))
     return shrink * median / (gate_lr * decay)
 
 
