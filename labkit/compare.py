@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -33,20 +35,19 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import config, metrics, results, sparse, train
+from . import config, metrics, recipes, results, sensitivity, sparse, train
 from .models import MLP, VGG
-from .prune import channels, magnitude, masks, nm, units
+from .prune import channels, greedy, magnitude, masks, nm, schedules, sss, units
 
-MATCH = ("model", "dataset", "data_hash", "profile", "seed", "method", "point", "dense_key", "budget", "knobs")
+MATCH = ("model", "dataset", "data_hash", "profile", "seed", "method", "point", "dense_key",
+         "budget", "knobs")
 VERSION = 2   # bump when a method's code changes what it would measure (old rows stop matching)
 
 
 def knobs_key(knobs: dict) -> str:
     """A short hash of the methods' settings and :data:`VERSION` (timing settings excluded)."""
-    import hashlib
-    import json
-
-    keep = {k: v for k, v in sorted(knobs.items()) if not k.startswith("_") and k not in ("latency_s", "latency_threads")}
+    keep = {k: v for k, v in sorted(knobs.items())
+            if not k.startswith("_") and k not in ("latency_s", "latency_threads")}
     return hashlib.sha256(json.dumps([VERSION, keep], default=str).encode()).hexdigest()[:12]
 
 
@@ -72,7 +73,8 @@ class Budget:
     def label(self) -> str:
         """A short string that identifies the budget in result rows."""
         imgs = "all" if self.images is None else f"{self.images}"
-        return f"{self.epochs}ep x {imgs} img, lr {self.lr:g}, bs {self.batch_size}, aug {int(self.augment)}"
+        return (f"{self.epochs}ep x {imgs} img, lr {self.lr:g}, bs {self.batch_size}, "
+                f"aug {int(self.augment)}")
 
 
 @dataclasses.dataclass
@@ -94,7 +96,8 @@ class Context:
         if not b.epochs:
             return
         data = self.tune_data if images is None else _head(self.tune_data, images)
-        train.fine_tune(model, data, epochs=b.epochs, lr=b.lr, batch_size=min(b.batch_size, len(data.train)),
+        train.fine_tune(model, data, epochs=b.epochs, lr=b.lr,
+                        batch_size=min(b.batch_size, len(data.train)),
                         augment=b.augment, seed=self.seed, progress=self.progress)
 
 
@@ -114,8 +117,10 @@ def check_points(points) -> list[float]:
     """Compression points: numbers >= 1 (1 = dense), sorted, unique."""
     pts = list(points)
     for p in pts:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (p >= 1 and math.isfinite(p)):
-            raise ValueError(f"compression point {p!r} must be a finite number >= 1 (2 = half the weights)")
+        if (isinstance(p, bool) or not isinstance(p, (int, float))
+                or not (p >= 1 and math.isfinite(p))):
+            raise ValueError(f"compression point {p!r} must be a finite number >= 1 "
+                             "(2 = half the weights)")
     if not pts:
         raise ValueError("points is empty; give compression factors such as [2, 4, 8, 16, 32]")
     return sorted(set(float(p) for p in pts))
@@ -159,8 +164,6 @@ def global_iterative(dense, points, ctx):
     ``iterative_steps`` prunes to 1 - 1/c^(i/n), each followed by fine-tuning on
     1/n of the budget's images (the last one by the common step), so the total
     fine-tuning equals the one-shot methods' budget."""
-    from .prune import schedules
-
     n = int(ctx.knobs.get("iterative_steps", 3))
     share = max(1, len(ctx.tune_data.train) // n)
     part = _head(ctx.tune_data, share)
@@ -169,7 +172,8 @@ def global_iterative(dense, points, ctx):
         m = copy.deepcopy(dense)
         targets = [1 - 1 / c ** (i / n) for i in range(1, n + 1)]
         if n > 1 and b.epochs:
-            schedules.run(m, part, targets[:-1], epochs=b.epochs, lr=b.lr, batch_size=min(b.batch_size, share),
+            schedules.run(m, part, targets[:-1], epochs=b.epochs, lr=b.lr,
+                          batch_size=min(b.batch_size, share),
                           evaluate=lambda _m: float("nan"), seed=ctx.seed, augment=b.augment,
                           progress=ctx.progress, desc="iterative")
         magnitude.prune_global(m, targets[-1])
@@ -182,10 +186,8 @@ def sensitivity_planned(dense, points, ctx):
     validation images), then for each point labkit.sensitivity.plan_for_size
     picks per-layer sparsities reaching 1/c of the dense size with the least
     predicted drop; each layer is pruned by magnitude to its planned sparsity."""
-    from . import sensitivity
-    from .prune.greedy import batch_evaluator
-
-    evaluate = batch_evaluator(ctx.data, min(ctx.knobs.get("scan_images", 500), len(ctx.data.val)))
+    evaluate = greedy.batch_evaluator(ctx.data,
+                                      min(ctx.knobs.get("scan_images", 500), len(ctx.data.val)))
     xs = list(ctx.knobs.get("scan_sparsities", (0.5, 0.75, 0.9, 0.95, 0.98, 0.99)))
     probe = copy.deepcopy(dense)
     curves = sensitivity.scan(probe, magnitude.prune_layer, xs, evaluate, progress=ctx.progress)
@@ -234,24 +236,25 @@ def vgg_channels(dense, points, ctx):
     rank = [channels.l2_ranking(dense, i, by="next") for i in range(n)]
 
     def keep(f):
-        return {i: rank[i][:max(1, int(round((1 - f) * c)))].sort().values for i, c in enumerate(dense.channels)}
+        return {i: rank[i][:max(1, int(round((1 - f) * c)))].sort().values
+                for i, c in enumerate(dense.channels)}
     for c in points:
         f = bisect(lambda f: counted(channels.shrink_vgg(dense, keep(f))), int(total / c))
         small = channels.shrink_vgg(dense, keep(f))
-        yield c, small, dict(reference=dense, structured=True, knob=f, channels=list(small.channels))
+        yield c, small, dict(reference=dense, structured=True, knob=f,
+                             channels=list(small.channels))
 
 
 def _greedy_results(dense, points, ctx):
-    from .prune import greedy
-
     needed = set(points) | set(ctx.knobs.get("_points", ())) | {ctx.knobs.get("hybrid_greedy", 2.0)}
     cached = ctx.knobs.setdefault("_cache", {}).get("greedy")
-    if cached is None or not {round(c, 6) for c in needed} <= {round(1 / r.target, 6) for r in cached}:
+    if cached is None or not ({round(c, 6) for c in needed}
+                              <= {round(1 / r.target, 6) for r in cached}):
         evaluate = greedy.batch_evaluator(ctx.data, ctx.knobs["greedy_val_images"])
         targets = [1 / c for c in sorted(needed)]
-        ctx.knobs["_cache"]["greedy"] = greedy.greedy_prune(dense, evaluate, targets, by="params",
-                                                            step=ctx.knobs.get("greedy_step", 0.2),
-                                                            progress=ctx.progress)
+        ctx.knobs["_cache"]["greedy"] = greedy.greedy_prune(
+            dense, evaluate, targets, by="params", step=ctx.knobs.get("greedy_step", 0.2),
+            progress=ctx.progress)
     return ctx.knobs["_cache"]["greedy"]
 
 
@@ -262,15 +265,14 @@ def vgg_greedy(dense, points, ctx):
     by_target = {round(1 / r.target, 6): r for r in res}
     for c in points:
         r = by_target[round(c, 6)]
-        yield c, copy.deepcopy(r.model), dict(reference=dense, structured=True, channels=list(r.model.channels),
+        yield c, copy.deepcopy(r.model), dict(reference=dense, structured=True,
+                                              channels=list(r.model.channels),
                                               greedy_steps=len(r.steps))
 
 
 def vgg_hybrid(dense, points, ctx):
     """Hybrid (lab 04): greedy filter pruning to half the params, then global
     magnitude pruning of what remains to dense / c nonzero weights (c > 2)."""
-    from .prune import greedy
-
     base = ctx.knobs.get("hybrid_greedy", 2.0)
     r = {round(1 / x.target, 6): x for x in _greedy_results(dense, points, ctx)}[round(base, 6)]
     total = counted_total(dense)
@@ -279,28 +281,30 @@ def vgg_hybrid(dense, points, ctx):
             continue
         s = 1 - (total / c) / counted_total(r.model)
         small = greedy.hybrid(r, max(0.0, s))
-        yield c, small, dict(reference=dense, structured=True, channels=list(small.channels), hybrid_sparsity=s)
+        yield c, small, dict(reference=dense, structured=True, channels=list(small.channels),
+                             hybrid_sparsity=s)
 
 
 def vgg_sss(dense, points, ctx):
     """Sparse Structure Selection (lab 04, labkit.prune.sss): one sparse-training
-    run of ``sss_epochs`` on ``sss_images`` training images (default: the budget's subset) (sss.sss_prune; lam = ``sss_lam``, or
-    from ``sss_shrink`` with sss.lam_for_shrink as lab 04 picks it; gate lr ``sss_gate_lr``),
-    then for each point the channels with the largest |factors| are kept (a threshold is
-    searched) so the model has <= dense / c weights. The sparse training is
-    extra training on top of the common fine-tuning budget."""
-    from .prune import sss
-
+    run of ``sss_epochs`` on ``sss_images`` training images (default: the
+    budget's subset) (sss.sss_prune; lam = ``sss_lam``, or from ``sss_shrink``
+    with sss.lam_for_shrink as lab 04 picks it; gate lr ``sss_gate_lr``), then
+    for each point the channels with the largest |factors| are kept (a
+    threshold is searched) so the model has <= dense / c weights. The sparse
+    training is extra training on top of the common fine-tuning budget."""
     k = ctx.knobs
-    sss_data = _subset(ctx.data, k["sss_images"], ctx.seed + 2) if k.get("sss_images") else ctx.tune_data
+    sss_data = (_subset(ctx.data, k["sss_images"], ctx.seed + 2) if k.get("sss_images")
+                else ctx.tune_data)
     gate_lr = k.get("sss_gate_lr") or k["sss_lr"]
     lam = k.get("sss_lam")
-    if k.get("sss_shrink") is not None:   # lab 04's way to pick lam: a soft-threshold budget in median |gamma|
+    # lab 04's way to pick lam: a soft-threshold budget in median |gamma|
+    if k.get("sss_shrink") is not None:
         steps = k["sss_epochs"] * max(1, len(sss_data.train) // k["sss_batch_size"])
         lam = sss.lam_for_shrink(dense, k["sss_shrink"], steps=steps, gate_lr=gate_lr)
-    res = sss.sss_prune(dense, sss_data, lam=lam, epochs=k["sss_epochs"], lr=k["sss_lr"], gate_lr=gate_lr,
-                        batch_size=k["sss_batch_size"], seed=ctx.seed, recalibrate=k.get("sss_recalibrate", 20),
-                        progress=ctx.progress)
+    res = sss.sss_prune(dense, sss_data, lam=lam, epochs=k["sss_epochs"], lr=k["sss_lr"],
+                        gate_lr=gate_lr, batch_size=k["sss_batch_size"], seed=ctx.seed,
+                        recalibrate=k.get("sss_recalibrate", 20), progress=ctx.progress)
     trained, factors = res.trained, [f.detach().abs().cpu() for f in res.factors]
     values = torch.cat([g.flatten().cpu() for g in factors]).sort().values
     total = counted_total(dense)
@@ -308,7 +312,8 @@ def vgg_sss(dense, points, ctx):
 
     order = sorted((float(g[j]), i, j) for i, g in enumerate(factors) for j in range(len(g)))
 
-    def small_at(k):   # drop the k smallest |factors| over all convs (each conv keeps at least its largest)
+    # drop the k smallest |factors| over all convs (each conv keeps at least its largest)
+    def small_at(k):
         dropped = {(i, j) for _, i, j in order[:k]}
         keep = {}
         for i, g in enumerate(factors):
@@ -324,10 +329,12 @@ def vgg_sss(dense, points, ctx):
             else:
                 lo = mid + 1
         small = small_at(lo)
-        if k.get("sss_recalibrate", 20):   # removed channels took their constant relu(beta) with them
+        # removed channels took their constant relu(beta) with them
+        if k.get("sss_recalibrate", 20):
             sss.recalibrate_bn(small, sss_data, k.get("sss_recalibrate", 20))
         yield c, small, dict(reference=dense, structured=True, channels=list(small.channels),
-                             sss_zero_factors=zeros, sss_lam=lam, extra_training=f"SSS {k['sss_epochs']} ep")
+                             sss_zero_factors=zeros, sss_lam=lam,
+                             extra_training=f"SSS {k['sss_epochs']} ep")
 
 
 METHODS = {
@@ -357,8 +364,8 @@ def disk_mib(model: nn.Module, fmt: str = "best") -> float:
         return sparse.save(model, Path(tmp) / "m.lks", fmt)["bytes"] / metrics.MIB
 
 
-def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None, timing: bool = True,
-            threads: int = 1, min_run_time: float = 0.3) -> dict:
+def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None,
+            timing: bool = True, threads: int = 1, min_run_time: float = 0.3) -> dict:
     """metrics.measure (without its timing) plus: the best sparse format's
     bytes on disk (``disk_best_mib``), the batch-1 CPU latency with `threads`
     threads (``latency_cpu_ms``, dense kernels) and, for MLPs, with the CSR
@@ -380,46 +387,50 @@ def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None, t
             out["latency_csr_ms"] = 1e3 * metrics.latency(sparse.to_csr(cpu), input_shape, **t)
             out["latency_best_ms"] = min(out["latency_cpu_ms"], out["latency_csr_ms"])
         if reference is not None:   # the dense original, timed right after (for speed-up ratios)
-            out["latency_dense_ms"] = 1e3 * metrics.latency(reference.cpu().eval(), input_shape, **t)
+            out["latency_dense_ms"] = 1e3 * metrics.latency(reference.cpu().eval(), input_shape,
+                                                            **t)
     return out
 
 
 # --------------------------------------------------------------------------- running
 
-def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: list, points, budget: Budget,
-        seed: int, knobs: dict | None = None, reuse: bool = True, timing: bool = True,
-        progress: bool = False, log=print) -> list[dict]:
+def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: list, points,
+        budget: Budget, seed: int, knobs: dict | None = None, reuse: bool = True,
+        timing: bool = True, progress: bool = False, log=print) -> list[dict]:
     """Run each method of `names` on `dense` at `points` for one seed, with the
     same `budget`; record (or reuse) one row per point. Returns the rows.
 
     dense_key: identifies the dense model (labkit.train.cache_key);
-    knobs: the profile's settings some methods need (greedy_val_images, greedy_step,
-    hybrid_greedy, sss_lam or sss_shrink, sss_gate_lr, sss_epochs, sss_lr, sss_batch_size, sss_recalibrate,
-    iterative_steps,
-    scan_images, scan_sparsities), eval_before (test
-    accuracy before fine-tuning too, default True) and the timer's
-    (latency_threads, default 1; latency_s, default 0.3 s per timing).
+    knobs: the profile's settings some methods need (greedy_val_images,
+    greedy_step, hybrid_greedy, sss_lam or sss_shrink, sss_gate_lr, sss_epochs,
+    sss_lr, sss_batch_size, sss_recalibrate, iterative_steps, scan_images,
+    scan_sparsities), eval_before (test accuracy before fine-tuning too,
+    default True) and the timer's (latency_threads, default 1; latency_s,
+    default 0.3 s per timing).
     """
     points = check_points(points)
-    timer = dict(threads=(knobs or {}).get("latency_threads", 1), min_run_time=(knobs or {}).get("latency_s", 0.3))
+    timer = dict(threads=(knobs or {}).get("latency_threads", 1),
+                 min_run_time=(knobs or {}).get("latency_s", 0.3))
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; have {list(METHODS)}")
     ctx = Context(data, data if budget.images is None or budget.images >= len(data.train)
-                  else _subset(data, budget.images, seed), seed, dict(knobs or {}, _points=tuple(points)),
-                  budget, progress)
+                  else _subset(data, budget.images, seed), seed,
+                  dict(knobs or {}, _points=tuple(points)), budget, progress)
     scfg = config.Config(cfg)
     scfg["seed"] = seed
     known = results.load(results.path_for(cfg.profile)) if reuse else []
-    base = dict(model=model_name, dataset=data.name, data_hash=data.hash, profile=cfg.profile, seed=seed,
-                dense_key=dense_key, budget=budget.label(), knobs=knobs_key(knobs or {}))
+    base = dict(model=model_name, dataset=data.name, data_hash=data.hash, profile=cfg.profile,
+                seed=seed, dense_key=dense_key, budget=budget.label(),
+                knobs=knobs_key(knobs or {}))
     dense_counted = counted_total(dense)
     rows = []
     for name in names:
         fn, kinds = METHODS[name]
         if not isinstance(dense, kinds):
             raise ValueError(f"method {name!r} does not apply to a {type(dense).__name__}")
-        pending = [c for c in points if not (reuse and results.find(known, **base, method=name, point=c))]
+        pending = [c for c in points
+                   if not (reuse and results.find(known, **base, method=name, point=c))]
         done = set(points) - set(pending)
         for c in points:
             if c not in pending:
@@ -429,13 +440,15 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
         if not pending:
             continue
         for c, model, info in fn(dense, pending, ctx):
-            if c in done:   # a method that reaches only its own point (2:4) may yield one already known
+            # a method that reaches only its own point (2:4) may yield one already known
+            if c in done:
                 continue
             done.add(c)
             info = dict(info)
             reference = info.pop("reference", None)
             structured = info.pop("structured", False)
-            before = train.evaluate(model, data) if ctx.knobs.get("eval_before", True) else None
+            before = (train.evaluate(model, data) if ctx.knobs.get("eval_before", True)
+                      else None)
             ctx.fine_tune(model, info.get("tune_images"))
             acc = train.evaluate(model, data)
             m = measure(model, data.shape, reference, timing=timing, **timer)
@@ -446,8 +459,10 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
                                  structured=structured,
                                  compression=dense_counted / max(1, counted(model)), **info)
             rows.append(row)
-            log(f"{model_name} | {name} | {c:g}x (reached {row['compression']:.1f}x) | seed {seed}: accuracy "
-                + (f"{100 * before:.2f}% -> " if before is not None else "") + f"{100 * acc:.2f}% after fine-tuning")
+            log(f"{model_name} | {name} | {c:g}x (reached {row['compression']:.1f}x) | "
+                f"seed {seed}: accuracy "
+                + (f"{100 * before:.2f}% -> " if before is not None else "")
+                + f"{100 * acc:.2f}% after fine-tuning")
     return rows
 
 
@@ -459,9 +474,7 @@ def _head(data, n: int):
 
 
 def _subset(data, n: int, seed: int):
-    from .prune.greedy import train_subset
-
-    return train_subset(data, n, seed)
+    return greedy.train_subset(data, n, seed)
 
 
 def dense_row(cfg, data, model_name: str, dense: nn.Module, dense_key: str, seed: int,
@@ -474,16 +487,16 @@ def dense_row(cfg, data, model_name: str, dense: nn.Module, dense_key: str, seed
                 min_run_time=knobs.get("latency_s", 0.3))
     return results.record(scfg, data, method="dense", model=model_name, point=1.0,
                           accuracy=train.evaluate(dense, data),
-                          accuracy_official=train.official(dense, data), metrics=m, dense_key=dense_key,
-                          structured=False, compression=1.0)
+                          accuracy_official=train.official(dense, data), metrics=m,
+                          dense_key=dense_key, structured=False, compression=1.0)
 
 
-def dense_model(model_name: str, data, profile: str, seed: int, progress: bool = False, **overrides):
+def dense_model(model_name: str, data, profile: str, seed: int, progress: bool = False,
+                **overrides):
     """The shared dense model (labkit.train.dense, recipe overrides as the lab
     that owns it uses them) and its cache key."""
-    from . import recipes
-
-    model, history = train.dense(model_name, data, profile, seed=seed, progress=progress, **overrides)
+    model, history = train.dense(model_name, data, profile, seed=seed, progress=progress,
+                                 **overrides)
     hp = recipes.dense(model_name, profile, **overrides)
     width = hp.pop("width")
     return model, train.cache_key(model_name, width, data, hp, seed)
