@@ -212,7 +212,8 @@ def git_commit() -> str:
         if rev.returncode != 0:
             return "unknown"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)reports"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+                                ":(exclude)reports"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=5)
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -224,7 +225,8 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
         precision = "bf16 autocast" if autocast_dtype(device) else "fp32"
-        return (f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        return (f"cpu ({torch.get_num_threads()} threads, "
+                f"{platform.processor() or platform.machine()}, "
                 f"{torch.backends.cpu.get_cpu_capability()}, {precision})")
     return device.type
 
@@ -239,7 +241,8 @@ def stamp(cfg: Config, data_source: str = "", data_hash: str = "") -> str:
     lines = [
         f"labkit {__version__} | python {sys.version.split()[0]} | torch {torch.__version__}"
         f" | torchvision {torchvision.__version__}",
-        f"profile {cfg.profile} | lab {cfg.lab} | seed {cfg.seed} | device {device_name(cfg.device)}",
+        f"profile {cfg.profile} | lab {cfg.lab} | seed {cfg.seed}"
+        f" | device {device_name(cfg.device)}",
         f"data {cfg.dataset}{' (SYNTHETIC stand-in, not real data)' if cfg.synthetic else ''}"
         f" | source {data_source or '-'} | sha256 {data_hash or '-'}",
         f"git {git_commit()} | config {cfg.hash()}",
@@ -254,5 +257,6 @@ def check_fraction(name: str, value, *, allow_one: bool = False) -> float:
     value = float(value)
     upper_ok = value <= 1 if allow_one else value < 1
     if math.isnan(value) or value < 0 or not upper_ok:
-        raise ValueError(f"{name}={value!r} is outside the allowed range [0, 1{']' if allow_one else ')'}")
+        raise ValueError(f"{name}={value!r} is outside the allowed range "
+                         f"[0, 1{']' if allow_one else ')'}")
     return value

@@ -142,8 +142,9 @@ def profile_lock(folder: Path):
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
-            raise ProfileBusy(f"another report run of {folder.name!r} is in progress (pid {holder}, lock "
-                              f"{path}); wait for it to finish or stop it, then run again") from None
+            raise ProfileBusy(f"another report run of {folder.name!r} is in progress "
+                              f"(pid {holder}, lock {path}); wait for it to finish or stop it, "
+                              "then run again") from None
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
         f.flush()

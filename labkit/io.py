@@ -69,6 +69,7 @@ def load_verified(path: Path | str):
         digest, payload = raw[len(MAGIC):head - 1].decode(errors="replace"), raw[head:]
         ok = hashlib.sha256(payload).hexdigest() == digest
     if not ok:
-        warnings.warn(f"cache entry {path} is corrupt or truncated (checksum mismatch); rebuilding it")
+        warnings.warn(f"cache entry {path} is corrupt or truncated (checksum mismatch); "
+                      "rebuilding it")
         return None
     return torch.load(io.BytesIO(payload), weights_only=False)

@@ -18,8 +18,10 @@ Conv/Linear layer's MACs by the density of its weight.
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import io
+import logging
 import math
 
 import torch
@@ -48,7 +50,8 @@ def layer_table(model: nn.Module) -> list[dict]:
     rows = []
     for name, m in prunable(model).items():
         n, z = m.weight.numel(), int((m.weight == 0).sum())
-        rows.append(dict(layer=name, shape=tuple(m.weight.shape), params=n, zeros=z, sparsity=z / n))
+        rows.append(dict(layer=name, shape=tuple(m.weight.shape), params=n, zeros=z,
+                         sparsity=z / n))
     return rows
 
 
@@ -124,8 +127,7 @@ def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels
     conv models when asked; torch.compile'd with inductor freezing when
     `compile`) and a random (batch, *input_shape) input, after a warm-up
     (which is when compilation happens)."""
-    import copy
-
+    # imported here, not at the top: they are slow to import and only timing needs them
     import torch._dynamo.config as dynamo_config
     import torch._inductor.config as inductor_config
 
@@ -147,12 +149,13 @@ def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels
 
 def _median_seconds(m, x, threads: int | None, min_run_time: float) -> float:
     """Median seconds of m(x) under torch.inference_mode (torch.utils.benchmark)."""
-    import logging
-
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # CUDA_HOME notice on CPU
+    # quieten the logger before the import: importing torch.utils.benchmark logs a CUDA_HOME
+    # notice on CPU machines (and at the top it would do so on ``import labkit``)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import benchmark
 
-    timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x}, num_threads=threads or torch.get_num_threads())
+    timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x},
+                            num_threads=threads or torch.get_num_threads())
     with torch.inference_mode():
         return timer.blocked_autorange(min_run_time=min_run_time).median
 
@@ -209,9 +212,11 @@ def pareto_front(points) -> list[int]:
             cost, acc = p
             cost, acc = float(cost), float(acc)
         except (TypeError, ValueError):
-            raise TypeError(f"point {i} must be a (cost, accuracy) pair of numbers, got {p!r}") from None
+            raise TypeError(f"point {i} must be a (cost, accuracy) pair of numbers, "
+                            f"got {p!r}") from None
         if not (math.isfinite(cost) and math.isfinite(acc)):
-            raise ValueError(f"point {i} = {p!r} is not finite; costs and accuracies must be finite numbers")
+            raise ValueError(f"point {i} = {p!r} is not finite; costs and accuracies must be "
+                             "finite numbers")
         pts.append((cost, acc))
     order = sorted(range(len(pts)), key=lambda i: (pts[i][0], -pts[i][1], i))
     front, best = [], -math.inf
@@ -247,7 +252,8 @@ def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds:
     _check_rounds(rounds)
     if compile:
         torch.compiler.reset()
-    ready = {name: _prepared(m, input_shape, batch, "cpu", channels_last, compile) for name, m in models.items()}
+    ready = {name: _prepared(m, input_shape, batch, "cpu", channels_last, compile)
+             for name, m in models.items()}
     best = {name: math.inf for name in models}
     for _ in range(rounds):
         for name, (m, x) in ready.items():

@@ -30,7 +30,8 @@ def _check_width(width) -> float:
 
 
 class MLP(nn.Sequential):
-    """Flatten -> fc1 -> relu -> ... -> fc5. Input (B, 1, 28, 28) or (B, 784) -> logits (B, classes).
+    """Flatten -> fc1 -> relu -> ... -> fc5.
+    Input (B, 1, 28, 28) or (B, 784) -> logits (B, classes).
 
     `hidden` gives the hidden sizes directly (used for physically pruned MLPs);
     otherwise MLP_HIDDEN scaled by `width`.
@@ -39,7 +40,8 @@ class MLP(nn.Sequential):
     def __init__(self, width: float = 1.0, hidden: tuple | None = None, in_features: int = 784,
                  num_classes: int = 10, bias: bool = False):
         width = _check_width(width)
-        hidden = tuple(hidden) if hidden is not None else tuple(scaled(h, width) for h in MLP_HIDDEN)
+        hidden = (tuple(hidden) if hidden is not None
+                  else tuple(scaled(h, width) for h in MLP_HIDDEN))
         sizes = (in_features,) + hidden + (num_classes,)
         layers = [("flatten", nn.Flatten())]
         for i in range(len(sizes) - 1):
@@ -183,7 +185,8 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 def check_input(model: nn.Module, shape: tuple) -> None:
     """Raise ValueError naming `shape` when `model` cannot take (2, *shape) inputs."""
     if not isinstance(shape, (tuple, list)) or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(f"input shape {shape!r} must be a tuple of positive ints, e.g. (3, 32, 32)")
+        raise ValueError(f"input shape {shape!r} must be a tuple of positive ints, "
+                         "e.g. (3, 32, 32)")
     p = next(model.parameters())
     was_training = model.training
     model.eval()

@@ -11,9 +11,11 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from . import results
 from .io import atomic_write_bytes
+from .metrics import pareto_front
 from .prune.masks import prunable
 
 
@@ -36,8 +38,9 @@ def weight_histograms(model, bins: int = 60, nonzero_only: bool = False, cols: i
     return fig
 
 
-def accuracy_curves(curves: dict, xlabel: str = "sparsity (%)", title: str = "", baseline: float | None = None,
-                    ylabel: str = "test accuracy (%)", logx: bool = False):
+def accuracy_curves(curves: dict, xlabel: str = "sparsity (%)", title: str = "",
+                    baseline: float | None = None, ylabel: str = "test accuracy (%)",
+                    logx: bool = False):
     """Curves {label: (xs, accuracies in [0, 1])}, accuracy plotted in %."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, (xs, ys) in curves.items():
@@ -80,7 +83,8 @@ def training_curve(history, title: str = "training"):
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    ax2.plot(ep, [100 * e["val_acc"] for e in history.epochs], "s-", color="tab:orange", label="val acc")
+    ax2.plot(ep, [100 * e["val_acc"] for e in history.epochs], "s-", color="tab:orange",
+             label="val acc")
     ax2.set_ylabel("validation accuracy (%)")
     ax.set_title(title)
     fig.legend(loc="center right")
@@ -106,8 +110,6 @@ def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: st
     smaller x is better (size, latency) or a larger one (sparsity).
     Draws on `ax` when given; returns the Figure.
     """
-    from .metrics import pareto_front
-
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
     else:
@@ -151,8 +153,8 @@ def layer_sparsity(tables: dict, title: str = "per-layer sparsity chosen by glob
     h = 0.8 / max(1, n)
     for i, (series, rows) in enumerate(tables.items()):
         by_name = {r["layer"]: r["sparsity"] for r in rows}
-        ax.barh([y + (i - (n - 1) / 2) * h for y in ys], [100 * by_name.get(k, 0.0) for k in names], h,
-                label=series)
+        ax.barh([y + (i - (n - 1) / 2) * h for y in ys],
+                [100 * by_name.get(k, 0.0) for k in names], h, label=series)
     ax.set_yticks(ys, names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("sparsity of the layer (%)")
@@ -168,14 +170,16 @@ def layer_sparsity(tables: dict, title: str = "per-layer sparsity chosen by glob
     return fig
 
 
-def sensitivity_curves(curves: dict, xs: list, baseline: float | None = None, plan: dict | None = None,
-                       xlabel: str = "sparsity (%)", cols: int = 3, title: str = "sensitivity scan"):
+def sensitivity_curves(curves: dict, xs: list, baseline: float | None = None,
+                       plan: dict | None = None, xlabel: str = "sparsity (%)", cols: int = 3,
+                       title: str = "sensitivity scan"):
     """One panel per layer: accuracy (%) after pruning only that layer, against
     xs (fractions, shown in %). curves: {layer: [accuracy in [0, 1] per x]};
     plan: {layer: chosen x}, drawn as a red vertical line."""
     names = list(curves)
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.5 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.5 * rows), squeeze=False,
+                             sharey=True)
     for ax, name in zip(axes.flat, names):
         ax.plot([100 * x for x in xs], [100 * a for a in curves[name]], "o-", ms=3)
         if baseline is not None:
@@ -218,10 +222,6 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
     error bars; the Pareto frontier over all methods' means (lower cost,
     higher accuracy) is a black step line with circled points.
     """
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    from .metrics import pareto_front
-
     methods = list(dict.fromkeys(r["method"] for rows in groups.values() for r in rows))
     style = {m: (f"C{i % 10}", "osD^vP*Xh<>"[i // 10 % 11]) for i, m in enumerate(methods)}
     nrow, ncol = len(groups), len(axes_spec)
@@ -229,12 +229,14 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
     for r, (name, rows) in enumerate(groups.items()):
         for c, (cost, label) in enumerate(axes_spec):
             ax = axes[r][c]
-            usable = [x for x in rows if x.get(f"{cost}_mean") is not None and x.get("accuracy_mean") is not None]
+            usable = [x for x in rows
+                      if x.get(f"{cost}_mean") is not None and x.get("accuracy_mean") is not None]
             for x in usable:
                 color, marker = style[x["method"]]
                 ax.errorbar(x[f"{cost}_mean"], 100 * x["accuracy_mean"],
                             yerr=100 * x["accuracy_std"] if x.get("accuracy_std") else None,
-                            color=color, marker=marker, ms=5, lw=0.8, capsize=2, ls="none", zorder=3)
+                            color=color, marker=marker, ms=5, lw=0.8, capsize=2, ls="none",
+                            zorder=3)
             front = pareto_front([(x[f"{cost}_mean"], x["accuracy_mean"]) for x in usable])
             if front:
                 fx = [usable[i][f"{cost}_mean"] for i in front]
@@ -242,7 +244,8 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
                 ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7, zorder=2)
                 ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", zorder=4)
             xs = [x[f"{cost}_mean"] for x in usable]
-            if xs and min(xs) > 0 and max(xs) / min(xs) > 3:   # log only when the costs span a range
+            # log only when the costs span a range
+            if xs and min(xs) > 0 and max(xs) / min(xs) > 3:
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
@@ -252,8 +255,10 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
             ax.grid(alpha=0.3)
             if c == 0:
                 ax.set_ylabel(f"{name}\ntest accuracy (%)", fontsize=8)
-    handles = [plt.Line2D([], [], color=style[m][0], marker=style[m][1], ls="none", label=m) for m in methods]
-    handles.append(plt.Line2D([], [], color="black", marker="o", mfc="none", label="Pareto frontier"))
+    handles = [plt.Line2D([], [], color=style[m][0], marker=style[m][1], ls="none", label=m)
+               for m in methods]
+    handles.append(plt.Line2D([], [], color="black", marker="o", mfc="none",
+                              label="Pareto frontier"))
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -286,7 +291,8 @@ def speedup_gap(points: list, title: str = "measured vs theoretical speed-up"):
     labels = sorted({p["label"] for p in points})
     for lab in labels:
         ps = [p for p in points if p["label"] == lab]
-        ax.scatter([p["theory"] for p in ps], [p["measured"] for p in ps], label=lab, s=30, zorder=3)
+        ax.scatter([p["theory"] for p in ps], [p["measured"] for p in ps], label=lab, s=30,
+                   zorder=3)
     hi = max([p["theory"] for p in points] + [p["measured"] for p in points] + [2.0])
     ax.plot([1, hi], [1, hi], color="black", lw=1, ls="--", label="measured = theory")
     ax.set_xscale("log")
