@@ -1,10 +1,13 @@
 # make test    : create .venv if missing, install labkit[dev], run unit + notebook tests
 # make report  : the same set-up, then run the notebooks into reports/$(PROFILE)/
 # make bench   : the benchmark table (benchmarks/run)
+# make gpu     : the whole report at $(PROFILE_GPU)'s sizes on one GPU, then minutes and images/s
+#                a notebook (benchmarks/gpu.sh; no venv set-up: it runs where pip cannot reach)
 # make lab     : JupyterLab on notebooks/ with the same data and cache paths; a notebook run there uses
 #                $LABKIT_PROFILE (default cpu) and writes into reports/interactive/<profile>/
 PROFILE ?= cpu
 ONLY    ?=
+PROFILE_GPU ?= full
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -17,7 +20,7 @@ ifneq ($(wildcard ../shared/data/cifar10-images/train),)
 export LABKIT_CIFAR10_FOLDER ?= $(abspath ../shared/data/cifar10-images)
 endif
 
-.PHONY: test report bench lab clean-venv
+.PHONY: test report bench gpu lab clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +40,9 @@ report: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
+
+gpu:
+	bash benchmarks/gpu.sh $(PROFILE_GPU)
 
 # JupyterLab refuses root unless told (containers, CI machines)
 lab: $(VENV)/.installed

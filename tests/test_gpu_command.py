@@ -1,0 +1,97 @@
+"""benchmarks/gpu.sh (the whole report on one GPU, then a summary) and its
+summary, benchmarks/gpu_summary.py. The command itself runs here at the smoke
+sizes on the CPU, into a temporary reports folder."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from labkit import report
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = ROOT / "benchmarks" / "gpu_summary.py"
+NAMES = [p.stem for p in report.find_notebooks(report.NOTEBOOKS)]
+
+
+def summarize(folder: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SUMMARY), str(folder), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def line_of(text: str, name: str) -> list:
+    return next(line.split() for line in text.splitlines() if line.startswith(name + " "))
+
+
+def fabricate(folder: Path, runs: list, rows: list) -> None:
+    """A report folder: the runner's own index of `runs`, and results rows."""
+    folder.mkdir(parents=True)
+    report.write_index(folder, "full", runs)
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_summary_minutes_median_images_per_s_and_total(tmp_path):
+    runs = [dict(name="01_mlp", ok=True, seconds=90, error=None, output="01_mlp.ipynb"),
+            dict(name="02_vgg", ok=True, seconds=30, error=None, output="02_vgg.ipynb")]
+    rows = [dict(lab="01", images_per_s=v) for v in (100.0, 1000.0, 200.0, 300.0)]
+    rows += [dict(lab="01", accuracy=0.9), dict(lab="02", accuracy=0.5, images_per_s=None)]
+    fabricate(tmp_path / "full", runs, rows)
+    proc = summarize(tmp_path / "full")
+    assert proc.returncode == 0, proc.stderr
+    assert line_of(proc.stdout, "01_mlp")[1:5] == ["1.50", "250", "(4)", "ok"]   # the median
+    assert line_of(proc.stdout, "02_vgg")[1:4] == ["0.50", "n/a", "ok"]
+    assert line_of(proc.stdout, "total")[1] == "2.00"
+    # the runner's log gives whole seconds, ahead of the index's tenths of a minute
+    log = tmp_path / "log"
+    log.write_text("[1/2] 01_mlp.ipynb (profile full) ...\n[1/2] 01_mlp: ok in 93 s\n")
+    proc = summarize(tmp_path / "full", "--log", str(log))
+    assert line_of(proc.stdout, "01_mlp")[1] == "1.55"
+    assert line_of(proc.stdout, "total")[1] == "2.05"
+
+
+def test_summary_fails_on_a_failed_notebook_or_a_missing_index(tmp_path):
+    runs = [dict(name="01_mlp", ok=False, seconds=12, error="CellTimeoutError: | x", output="-")]
+    fabricate(tmp_path / "full", runs, [])
+    proc = summarize(tmp_path / "full")
+    assert proc.returncode == 1
+    assert line_of(proc.stdout, "01_mlp")[1:4] == ["0.20", "n/a", "FAILED"]
+    proc = summarize(tmp_path / "nothing")
+    assert proc.returncode == 2 and "no index" in proc.stderr
+
+
+def gpu_sh(tmp_path: Path, *args, **env) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "OUT"}
+    base.update(PYTHON=sys.executable, LABKIT_REPORTS=str(tmp_path / "reports"),
+                LABKIT_CACHE=str(tmp_path / "cache"), GPU_LOG=str(tmp_path / "gpu.log"), **env)
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), *args], env=base,
+                          capture_output=True, text=True, timeout=1200)
+
+
+def test_missing_papermill_without_wheels_is_a_clear_error(tmp_path):
+    fake = tmp_path / "fake" / "papermill"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no papermill here')\n")
+    (tmp_path / "wheels").mkdir()
+    proc = gpu_sh(tmp_path, "smoke", PYTHONPATH=str(fake.parent),
+                  GPU_WHEELS=str(tmp_path / "wheels"))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "cannot import papermill" in proc.stderr and "gpu.sh prepare" in proc.stderr
+    assert not (tmp_path / "reports").exists()
+
+
+def test_gpu_command_runs_the_smoke_report_on_cpu(tmp_path):
+    committed = (ROOT / "reports" / "smoke" / "README.md").read_bytes()
+    t0 = time.perf_counter()
+    proc = gpu_sh(tmp_path, "smoke")
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "cuda available" in out and "== summary" in out
+    summary = out[out.index("== summary"):]
+    minutes = [float(line_of(summary, name)[1]) for name in NAMES]
+    assert len(minutes) == 5 and all(m > 0 for m in minutes)
+    assert line_of(summary, "01_mnist_weight_vs_unit_pruning")[2] != "n/a"
+    total = float(line_of(summary, "total")[1])
+    assert abs(total - sum(minutes)) < 0.02 and total < (time.perf_counter() - t0) / 60
+    assert (tmp_path / "reports" / "smoke" / "README.md").exists()
+    assert (ROOT / "reports" / "smoke" / "README.md").read_bytes() == committed
