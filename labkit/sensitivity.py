@@ -25,7 +25,8 @@ from .prune.masks import prunable
 
 
 def sweep(model: nn.Module, prune: Callable[[nn.Module, float], object], sparsities: list,
-          evaluate: Callable[[nn.Module], float], progress: bool = True, desc: str = "sweep") -> list[dict]:
+          evaluate: Callable[[nn.Module], float], progress: bool = True,
+          desc: str = "sweep") -> list[dict]:
     """For each s in `sparsities`: deep-copy `model`, call prune(copy, s), and
     evaluate(copy). Returns [{'sparsity': s, 'accuracy': acc, 'model': copy}]."""
     out = []
@@ -44,7 +45,8 @@ def scan(model: nn.Module, prune_layer: Callable[[nn.Module, str, float], object
     in sparsities]}. The layer's weights (and mask) are restored after every point."""
     names = list(prunable(model)) if layers is None else list(layers)
     curves = {}
-    for name in tqdm(names, desc="sensitivity scan", disable=not (progress and _progress()), mininterval=2):
+    for name in tqdm(names, desc="sensitivity scan", disable=not (progress and _progress()),
+                     mininterval=2):
         module = dict(model.named_modules())[name]
         saved_w = module.weight.detach().clone()
         saved_mask = module.weight_mask.clone() if hasattr(module, "weight_mask") else None
@@ -60,7 +62,8 @@ def scan(model: nn.Module, prune_layer: Callable[[nn.Module, str, float], object
     return curves
 
 
-def breakpoint(sparsities: list, accuracies: list, baseline: float, max_drop: float = 0.01) -> float:
+def breakpoint(sparsities: list, accuracies: list, baseline: float,
+               max_drop: float = 0.01) -> float:
     """The largest sparsity, scanning upwards, before accuracy first falls more
     than `max_drop` (a fraction, 0.01 = 1 point) below `baseline`."""
     best = float("nan")
@@ -71,7 +74,7 @@ def breakpoint(sparsities: list, accuracies: list, baseline: float, max_drop: fl
     return best
 
 
-# ---------------------------------------------------------------- planning per-layer sparsities (lab 02)
+# ------------------------------------------------------ planning per-layer sparsities (lab 02)
 
 def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
     """Curves name prunable layers of `model` and hold one accuracy per sparsity."""
@@ -85,9 +88,11 @@ def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
         raise ValueError(f"sparsities must be increasing, got {list(sparsities)}")
     for name, accs in curves.items():
         if name not in layers:
-            raise ValueError(f"unknown layer {name!r} in the curves; prunable layers are {list(layers)}")
+            raise ValueError(f"unknown layer {name!r} in the curves; "
+                             f"prunable layers are {list(layers)}")
         if len(accs) != len(sparsities):
-            raise ValueError(f"curve of {name!r} has {len(accs)} points for {len(sparsities)} sparsities")
+            raise ValueError(f"curve of {name!r} has {len(accs)} points "
+                             f"for {len(sparsities)} sparsities")
 
 
 def plan_size(model: nn.Module, plan: dict) -> float:
@@ -100,7 +105,8 @@ def plan_size(model: nn.Module, plan: dict) -> float:
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     for name, s in plan.items():
         if name not in layers:
-            raise ValueError(f"unknown layer {name!r} in the plan; prunable layers are {list(layers)}")
+            raise ValueError(f"unknown layer {name!r} in the plan; "
+                             f"prunable layers are {list(layers)}")
         w = layers[name].weight
         s = check_fraction(f"sparsity for layer {name!r}", s)
         alive = int(torch.count_nonzero(w))
@@ -157,9 +163,10 @@ def plan_for_size(model: nn.Module, curves: dict, sparsities: list, target: floa
     need = plan_size(model, plan) * total - target * total  # weights still to remove
     if need > sum(sizes[n] * tops[n] for n in curves) + 0.5:
         best = plan_size(model, tops)
-        raise ValueError(f"target={target} is out of reach: pruning every scanned layer to its largest "
-                         f"sparsity leaves {best:.4f} of the dense size")
-    grid = {n: [round(k * step, 10) for k in range(1, int(tops[n] / step + 1e-9) + 1)] + [tops[n]] for n in curves}
+        raise ValueError(f"target={target} is out of reach: pruning every scanned layer to its "
+                         f"largest sparsity leaves {best:.4f} of the dense size")
+    grid = {n: [round(k * step, 10) for k in range(1, int(tops[n] / step + 1e-9) + 1)] + [tops[n]]
+            for n in curves}
     while need > 0.5:
         best = None  # (cost per removed weight, layer, next sparsity)
         for n in curves:
@@ -191,7 +198,8 @@ def iterate_sparsity(previous: float, beta: float) -> float:
     return previous + (1 - previous) * beta
 
 
-def choose_betas(curves: dict, betas: list, baseline: float, max_drop: float = 0.01) -> dict[str, float]:
+def choose_betas(curves: dict, betas: list, baseline: float,
+                 max_drop: float = 0.01) -> dict[str, float]:
     """{layer: beta}: for each re-scanned curve (accuracy at each beta), the
     largest beta before the accuracy first falls more than `max_drop` below
     `baseline` (0 when even the smallest beta does)."""
@@ -215,8 +223,8 @@ def scale_plan(model: nn.Module, plan: dict, target: float, tol: float = 1e-4) -
 
     lo, hi = -1.0, 1.0 - 1e-6
     if plan_size(model, moved(hi)) > target + tol:
-        raise ValueError(f"target={target} is out of reach for this plan (its layers cannot go below "
-                         f"{plan_size(model, moved(hi)):.4f} of the dense size)")
+        raise ValueError(f"target={target} is out of reach for this plan (its layers cannot go "
+                         f"below {plan_size(model, moved(hi)):.4f} of the dense size)")
     for _ in range(60):
         mid = (lo + hi) / 2
         if plan_size(model, moved(mid)) > target:

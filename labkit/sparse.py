@@ -36,7 +36,9 @@ from torch import nn
 
 from .config import check_fraction
 from .io import atomic_write_bytes
-from .prune.masks import prunable, weight_state
+from .metrics import MIB, latency, size_table
+from .prune.magnitude import prune_per_tensor
+from .prune.masks import prunable, set_mask, weight_state
 
 MAGIC = b"LKSPARSE1\n"
 FORMATS = ("csr", "bitmask", "dense", "best")
@@ -117,11 +119,13 @@ def _decode(entry: dict, chunks: dict) -> torch.Tensor:
     n = math.prod(shape)
     if entry["fmt"] == "dense":
         return _from_raw(chunks["data"], dtype, shape)
-    values = _from_raw(chunks["values"], dtype, (-1,)) if chunks["values"] else torch.zeros(0, dtype=dtype)
+    values = (_from_raw(chunks["values"], dtype, (-1,)) if chunks["values"]
+              else torch.zeros(0, dtype=dtype))
     if entry["fmt"] == "csr":
         rows = shape[0]
         cols = n // rows if rows else 0
-        col = _from_raw(chunks["col"], torch.int32, (-1,)).long() if chunks["col"] else torch.zeros(0, dtype=torch.long)
+        col = (_from_raw(chunks["col"], torch.int32, (-1,)).long() if chunks["col"]
+               else torch.zeros(0, dtype=torch.long))
         rowptr = _from_raw(chunks["rowptr"], torch.int32, (rows + 1,)).long()
         row = torch.repeat_interleave(torch.arange(rows), rowptr[1:] - rowptr[:-1])
         out = torch.zeros(rows, cols, dtype=dtype)
@@ -177,7 +181,8 @@ def read(path: Path | str) -> dict[str, torch.Tensor]:
     path = Path(path)
     raw = path.read_bytes()
     if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + 8:
-        raise ValueError(f"{path} is not a labkit sparse file (expected it to start with {MAGIC!r})")
+        raise ValueError(f"{path} is not a labkit sparse file "
+                         f"(expected it to start with {MAGIC!r})")
     (hlen,) = struct.unpack("<Q", raw[len(MAGIC):len(MAGIC) + 8])
     start = len(MAGIC) + 8
     try:
@@ -213,8 +218,6 @@ def load(model: nn.Module, path: Path | str, masks: bool = False) -> nn.Module:
                              f"the model expects {tuple(own[name].shape)}")
         own[name].copy_(t)
     if masks:
-        from .prune.masks import set_mask
-
         for m in prunable(model).values():
             set_mask(m, m.weight != 0)
     return model
@@ -228,15 +231,14 @@ def disk_report(model: nn.Module, folder: Path | str | None = None) -> dict:
     metrics.size_table (the theory: values + indices of the counted weights,
     other parameters dense; buffers and the header are not in the theory).
     """
-    from .metrics import MIB, size_table
-
     theory = size_table(model)
     out = {k: theory[k] for k in ("csr_mib", "bitmask_mib", "dense_mib")}
     with tempfile.TemporaryDirectory(prefix="labkit-sparse-") as tmp:
         for fmt in ("csr", "bitmask", "dense", "best"):
             info = save(model, Path(tmp) / f"{fmt}.lks", fmt)
             out[f"{fmt}_disk_mib"] = info["bytes"] / MIB
-    buffers = sum(b.numel() * b.element_size() for n, b in model.named_buffers() if not n.endswith("weight_mask"))
+    buffers = sum(b.numel() * b.element_size() for n, b in model.named_buffers()
+                  if not n.endswith("weight_mask"))
     out["buffers_mib"] = buffers / MIB
     return out
 
@@ -264,7 +266,8 @@ class CSRLinear(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"CSRLinear expects input (B, {self.in_features}), got {tuple(x.shape)}")
+            raise ValueError(f"CSRLinear expects input (B, {self.in_features}), "
+                             f"got {tuple(x.shape)}")
         y = torch.sparse.mm(self.weight, x.t()).t()
         return y + self.bias if self.bias is not None else y
 
@@ -278,7 +281,9 @@ class CSRLinear(nn.Module):
 
     def extra_repr(self) -> str:
         nnz = self.weight.values().numel()
-        return f"in={self.in_features}, out={self.out_features}, nnz={nnz} ({1 - nnz / (self.in_features * self.out_features):.1%} sparse)"
+        density = nnz / (self.in_features * self.out_features)
+        return (f"in={self.in_features}, out={self.out_features}, nnz={nnz} "
+                f"({1 - density:.1%} sparse)")
 
 
 def to_csr(model: nn.Module) -> nn.Module:
@@ -314,9 +319,6 @@ def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256)
     (input_shape without the batch dim). Returns one row per (sparsity, batch):
     {sparsity, batch, dense_ms, csr_ms, speedup (= dense / csr)}.
     """
-    from .metrics import latency
-    from .prune.magnitude import prune_per_tensor
-
     sparsities = [check_fraction("sparsity", s) for s in sparsities]
     batches = _check_batches(batches)
     if prune is None:
@@ -342,7 +344,8 @@ def crossover(rows: list[dict], batch: int) -> float | None:
     at that and every higher measured sparsity) for `batch`; None if never."""
     pts = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == batch)
     if not pts:
-        raise ValueError(f"no rows for batch={batch!r}; batches present: {sorted({r['batch'] for r in rows})}")
+        raise ValueError(f"no rows for batch={batch!r}; "
+                         f"batches present: {sorted({r['batch'] for r in rows})}")
     best = None
     for s, sp in reversed(pts):
         if sp <= 1:

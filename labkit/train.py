@@ -57,7 +57,8 @@ class KeepMasks:
     model has no masked layer."""
 
     def __init__(self, model: nn.Module):
-        masked = [(m.weight, m.weight_mask) for m in prunable(model).values() if hasattr(m, "weight_mask")]
+        masked = [(m.weight, m.weight_mask) for m in prunable(model).values()
+                  if hasattr(m, "weight_mask")]
         self.weights, self.masks = [w for w, _ in masked], [mk.to(w.dtype) for w, mk in masked]
 
     def __bool__(self) -> bool:
@@ -139,7 +140,8 @@ class History:
         return max((e["val_acc"] for e in self.epochs), default=float("nan"))
 
     def seconds_per_epoch(self) -> float:
-        """Median wall time of an epoch (first epoch, which includes warm-up, excluded when possible)."""
+        """Median wall time of an epoch (first epoch, which includes warm-up,
+        excluded when possible)."""
         t = sorted(e["seconds"] for e in (self.epochs[1:] or self.epochs))
         return t[len(t) // 2] if t else float("nan")
 
@@ -216,8 +218,8 @@ def predict(model: nn.Module, data: Data, split: str = "test", batch_size: int =
 def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> float:
     """Learning rate at `step` of `total`: linear warm-up over the first `warmup`
     fraction, then 'linear' or 'cosine' decay to zero, or 'constant'."""
-    w = max(1, int(warmup * total))
-    if step < w and warmup > 0:
+    w = max(1, int(warmup * total)) if warmup > 0 else 0
+    if step < w:
         return lr * (step + 1) / w
     if schedule == "constant":
         return lr
@@ -342,8 +344,8 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     loader = data.loader("train", batch_size, shuffle=True, augment=augment, drop_last=True,
                          seed=seed, channels_last=channels_last and has_conv(model))
     total, step, history = epochs * len(loader), 0, History()
-    bar = tqdm(range(epochs), desc=desc, disable=not (progress and config.progress()), file=sys.stdout,
-               mininterval=2)
+    bar = tqdm(range(epochs), desc=desc, disable=not (progress and config.progress()),
+               file=sys.stdout, mininterval=2)
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
@@ -373,7 +375,8 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         seconds = time.perf_counter() - t0
         n_img = len(loader) * batch_size
         val_acc = _validate(model, data, averaged) if validate else float("nan")
-        record = dict(epoch=epoch + 1, train_loss=losses.mean().item(), train_acc=correct.item() / max(1, n_img),
+        record = dict(epoch=epoch + 1, train_loss=losses.mean().item(),
+                      train_acc=correct.item() / max(1, n_img),
                       val_acc=val_acc, lr=lr, seconds=seconds,
                       images_per_s=n_img / seconds if seconds > 0 else float("nan"))
         history.epochs.append(record)
@@ -396,8 +399,8 @@ def _check_finite(losses: torch.Tensor, epoch: int) -> None:
     bad = ~torch.isfinite(losses)
     if bool(bad.any()):
         step = int(torch.nonzero(bad)[0]) + 1
-        raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {epoch + 1}, step {step}: "
-                               "lower the learning rate or check the data")
+        raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {epoch + 1}, "
+                               f"step {step}: lower the learning rate or check the data")
 
 
 def fine_tune(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int,
@@ -426,7 +429,8 @@ def dense(model_name: str, data: Data, profile: str, *, seed: int = 0, progress:
     and seed were trained before; otherwise trained now and cached (atomically)."""
     hp = recipes.dense(model_name, profile, **overrides)
     width = hp.pop("width")
-    print(f"dense {model_name} recipe ({profile}): width={width}, " + ", ".join(f"{k}={v}" for k, v in hp.items()))
+    print(f"dense {model_name} recipe ({profile}): width={width}, "
+          + ", ".join(f"{k}={v}" for k, v in hp.items()))
     key = cache_key(model_name, width, data, hp, seed)
     path = config.cache_root() / "models" / f"{model_name}-{key}.pt"
     config.seed_everything(seed)
@@ -435,9 +439,11 @@ def dense(model_name: str, data: Data, profile: str, *, seed: int = 0, progress:
     if blob is not None:
         model.load_state_dict(blob["state_dict"])
         history = History(**blob["history"])
-        print(f"dense {model_name}: loaded from cache {path.name} (trained {len(history.epochs)} epochs)")
+        print(f"dense {model_name}: loaded from cache {path.name} "
+              f"(trained {len(history.epochs)} epochs)")
         return _prepare(model, data.train.x.device, True), history
     history = fit(model, data, seed=seed, progress=progress, desc=f"dense {model_name}", **hp)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_save({"state_dict": state, "history": asdict(history), "meta": dict(model=model_name, key=key)}, path)
+    atomic_save({"state_dict": state, "history": asdict(history),
+                 "meta": dict(model=model_name, key=key)}, path)
     return model, history
