@@ -42,10 +42,12 @@ def _next_weight(model: VGG, i: int) -> torch.Tensor:
 
 
 def check_keep(model: VGG, keep: dict) -> dict[int, torch.Tensor]:
-    """Validate a plan: int conv indices in range, 1-D unique sorted indices within the channels."""
+    """Validate a plan: int conv indices in range, 1-D unique sorted indices within the
+    channels."""
     _check_vgg(model)
     if not isinstance(keep, dict):
-        raise TypeError(f"keep must be a dict {{conv index: kept channel indices}}, got {type(keep).__name__}")
+        raise TypeError(f"keep must be a dict {{conv index: kept channel indices}}, "
+                        f"got {type(keep).__name__}")
     out = {}
     for i, idx in keep.items():
         if not isinstance(i, int) or not 0 <= i < len(model.channels):
@@ -53,7 +55,8 @@ def check_keep(model: VGG, keep: dict) -> dict[int, torch.Tensor]:
         idx = torch.as_tensor(idx, dtype=torch.long).flatten().cpu()
         c = model.channels[i]
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= c or len(idx.unique()) != len(idx):
-            raise ValueError(f"kept channels of conv{i} must be 1..{c} unique indices in [0, {c}); got {idx.tolist()[:8]}...")
+            raise ValueError(f"kept channels of conv{i} must be 1..{c} unique indices in "
+                             f"[0, {c}); got {idx.tolist()[:8]}...")
         out[i] = idx.sort().values
     return out
 
@@ -181,8 +184,8 @@ def _check_ratio(name: str, ratio) -> float:
         raise TypeError(f"{name}={ratio!r} must be a number in [0, 1)")
     ratio = float(ratio)
     if not 0 <= ratio < 1:  # also rejects NaN
-        raise ValueError(f"{name}={ratio!r} is outside the allowed range [0, 1): it is the fraction "
-                         "of output channels removed")
+        raise ValueError(f"{name}={ratio!r} is outside the allowed range [0, 1): it is the "
+                         "fraction of output channels removed")
     return ratio
 
 
@@ -222,7 +225,8 @@ def sort_channels(model: VGG, convs_to_sort=None) -> VGG:
     outputs are unchanged. Default: every conv but the last (the lab's choice)."""
     _check_vgg(model)
     n = len(model.channels)
-    order = range(n - 1) if convs_to_sort is None else sorted({_conv_index(model, i) for i in convs_to_sort})
+    order = (range(n - 1) if convs_to_sort is None
+             else sorted({_conv_index(model, i) for i in convs_to_sort}))
     out = copy.deepcopy(model)
     pairs = convs(out)
     for i in order:

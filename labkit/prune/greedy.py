@@ -26,6 +26,7 @@ from .. import config
 from ..data import Data, Split
 from ..models import VGG
 from .channels import expand_vgg, l2_ranking, shrink_vgg
+from .magnitude import prune_global
 
 COSTS = ("params", "macs")
 
@@ -94,8 +95,10 @@ def batch_evaluator(data: Data, n: int, split: str = "val", batch_size: int = 25
     normalised batches are built once (the fixed validation batch set)."""
     total = len(getattr(data, split)) if split in ("train", "val", "test") else 0
     if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= total:
-        raise ValueError(f"n={n!r} must be an integer in 1..{total} (images of the {split!r} split)")
-    sub = Data(**{**data.__dict__, split: Split(getattr(data, split).x[:n], getattr(data, split).y[:n])})
+        raise ValueError(f"n={n!r} must be an integer in 1..{total} "
+                         f"(images of the {split!r} split)")
+    sub = Data(**{**data.__dict__,
+                  split: Split(getattr(data, split).x[:n], getattr(data, split).y[:n])})
     batches = list(sub.loader(split, batch_size))
 
     @torch.no_grad()
@@ -157,8 +160,8 @@ def candidates(model: VGG, step: float, min_channels: int = 1) -> dict[int, torc
 
 
 def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params", step: float = 0.2,
-                 finetune: Callable | None = None, min_channels: int = 1, input_shape: tuple = (3, 32, 32),
-                 progress: bool = True) -> list[GreedyResult]:
+                 finetune: Callable | None = None, min_channels: int = 1,
+                 input_shape: tuple = (3, 32, 32), progress: bool = True) -> list[GreedyResult]:
     """Greedy filter pruning of a copy of `model` down to each of `targets`.
 
     evaluate: model -> accuracy on a fixed validation batch set (see batch_evaluator);
@@ -177,14 +180,17 @@ def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params",
                mininterval=2)
     while True:
         while pending and ratio <= pending[0]:
-            results.append(GreedyResult(copy.deepcopy(small), {i: k.clone() for i, k in keep.items()},
-                                         tuple(model.channels), by, pending.pop(0), ratio, list(steps)))
+            results.append(GreedyResult(copy.deepcopy(small),
+                                        {i: k.clone() for i, k in keep.items()},
+                                        tuple(model.channels), by, pending.pop(0), ratio,
+                                        list(steps)))
         if not pending:
             break
         options = candidates(small, step, min_channels)
         if not options:
-            raise ValueError(f"target={pending[0]} of the dense {by} is unreachable with min_channels="
-                             f"{min_channels}: every conv is at its minimum at {ratio:.3f}")
+            raise ValueError(f"target={pending[0]} of the dense {by} is unreachable with "
+                             f"min_channels={min_channels}: every conv is at its minimum "
+                             f"at {ratio:.3f}")
         rnd += 1
         best = None
         for i, local in options.items():
@@ -210,8 +216,6 @@ def hybrid(result: GreedyResult, sparsity: float, layers=None) -> VGG:
     """Greedy then magnitude: a copy of the greedy result's small VGG with
     global magnitude pruning (masks attached, absolute `sparsity` of its own
     counted weights, see magnitude.prune_global) of the filters that remain."""
-    from .magnitude import prune_global
-
     small = copy.deepcopy(result.model)
     prune_global(small, sparsity, layers=layers)
     return small

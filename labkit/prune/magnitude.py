@@ -37,8 +37,8 @@ def _check_not_lower(name: str, module: nn.Module, k: int) -> None:
     """ValueError when `k` zeros would un-prune some of the layer's pruned weights."""
     already = int((~current_mask(module)).sum())
     if k < already:
-        raise ValueError(f"layer {name!r} already has {already} pruned weights; sparsity asking for "
-                         f"{k} zeros would un-prune weights (masks only grow)")
+        raise ValueError(f"layer {name!r} already has {already} pruned weights; sparsity "
+                         f"asking for {k} zeros would un-prune weights (masks only grow)")
 
 
 @torch.no_grad()

@@ -44,7 +44,8 @@ def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
     otherwise a ValueError, and nothing changes.
     """
     if mask.shape != module.weight.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} != weight shape {tuple(module.weight.shape)}")
+        raise ValueError(f"mask shape {tuple(mask.shape)} != "
+                         f"weight shape {tuple(module.weight.shape)}")
     mask = mask.to(device=module.weight.device, dtype=torch.bool)
     if hasattr(module, "weight_mask"):
         regrown = int((mask & ~module.weight_mask).sum())

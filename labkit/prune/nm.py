@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.sparse import to_sparse_semi_structured
 
 from .masks import current_mask, layer, prunable, set_mask
 
@@ -31,7 +32,8 @@ def _check_nm(n, m) -> tuple[int, int]:
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name}={v!r} must be an integer")
     if not (m >= 2 and 0 < n < m):
-        raise ValueError(f"n:m = {n}:{m} must satisfy 0 < n < m and m >= 2 (n = weights kept per group of m)")
+        raise ValueError(f"n:m = {n}:{m} must satisfy 0 < n < m and m >= 2 "
+                         "(n = weights kept per group of m)")
     return n, m
 
 
@@ -61,13 +63,15 @@ def nm_layers(model: nn.Module, m: int = 4) -> list[str]:
 
 
 @torch.no_grad()
-def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4, mask: torch.Tensor | None = None) -> torch.Tensor:
+def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
     """Bool keep-mask (weight's shape) keeping the n largest |w| of every group
     of m along the input dim. With `mask` (weight's shape, True = live), only
     live weights are kept: the result is the N:M choice among them AND `mask`."""
     n, m = _check_nm(n, m)
     if weight.ndim not in (2, 4) or weight.shape[1] % m:
-        raise ValueError(f"weight of shape {tuple(weight.shape)}: its input dim {weight.shape[1] if weight.ndim > 1 else '-'}"
+        dim = weight.shape[1] if weight.ndim > 1 else '-'
+        raise ValueError(f"weight of shape {tuple(weight.shape)}: its input dim {dim}"
                          f" is not a multiple of m={m}")
     score = weight.detach().abs().float()
     if mask is not None:
@@ -87,12 +91,13 @@ def prune_nm(model: nn.Module, n: int = 2, m: int = 4, layers=None) -> dict[str,
     n, m = _check_nm(n, m)
     names = nm_layers(model, m) if layers is None else list(layers)
     if not names:
-        raise ValueError(f"no layer of this {type(model).__name__} has an input dim divisible by m={m}")
+        raise ValueError(f"no layer of this {type(model).__name__} has an input dim "
+                         f"divisible by m={m}")
     modules = {name: layer(model, name) for name in names}
     for name, mod in modules.items():
         if not fits(mod, m):
-            raise ValueError(f"layer {name!r} has input dim {mod.weight.shape[1]}, not a multiple of m={m}; "
-                             f"layers that fit: {nm_layers(model, m)}")
+            raise ValueError(f"layer {name!r} has input dim {mod.weight.shape[1]}, "
+                             f"not a multiple of m={m}; layers that fit: {nm_layers(model, m)}")
     masks = {}
     for name, mod in modules.items():
         masks[name] = nm_mask(mod.weight, n, m, current_mask(mod))
@@ -115,8 +120,7 @@ def semi_structured_latency(shapes=((1000, 784), (4096, 4096)), batch: int = 256
     Returns [{shape, batch, dense_ms, sparse_ms, speedup}]."""
     if not torch.cuda.is_available():
         return None
-    from torch.sparse import to_sparse_semi_structured
-    from torch.utils import benchmark
+    from torch.utils import benchmark  # not at the top: importing it logs a CUDA_HOME notice on CPU
 
     rows = []
     for out_f, in_f in shapes:

@@ -24,7 +24,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import config, recipes
 from ..config import check_fraction
+from ..models import build
 from .magnitude import prune_global
 from .masks import enforce, global_sparsity
 
@@ -100,7 +102,8 @@ def agp(final: float, steps: int, initial: float = 0.0) -> list[float]:
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of the model's state (weights, norms; masks left out),
     to rewind to later."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if not k.endswith("weight_mask")}
 
 
 @torch.no_grad()
@@ -112,10 +115,12 @@ def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     own = {k: v for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or extra:
-        raise ValueError(f"rewind state does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}")
+        raise ValueError(f"rewind state does not fit this model: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]}")
     for k, v in own.items():  # every shape before any copy: all of the state or none of it
         if state[k].shape != v.shape:
-            raise ValueError(f"rewind state {k!r} has shape {tuple(state[k].shape)}, model has {tuple(v.shape)}")
+            raise ValueError(f"rewind state {k!r} has shape {tuple(state[k].shape)}, "
+                             f"model has {tuple(v.shape)}")
     for k, v in own.items():
         v.copy_(state[k].to(v.device))
     enforce(model)
@@ -132,8 +137,7 @@ def early_weights(model_name: str, data, profile: str, *, seed: int = 0, rewind_
     constant), so the replay is the dense run's own trajectory while it lies
     inside the warm-up, and close to it after. Returns a :func:`snapshot`.
     """
-    from .. import config, recipes, train
-    from ..models import build
+    from .. import train  # not at the top: train imports labkit.prune, which imports this module
 
     epochs = _check_count("rewind_epochs", rewind_epochs)
     hp = recipes.dense(model_name, profile, **overrides)
@@ -167,7 +171,7 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
     acc_finetuned, epochs, total_epochs (fine-tuning so far), rewound, seconds
     (prune + evaluate + fine-tune), seconds_per_epoch and images_per_s (fine-tuning).
     """
-    from ..train import fine_tune
+    from ..train import fine_tune  # not at the top: the same cycle as in early_weights
 
     sparsities = [check_fraction("sparsity", s) for s in sparsities]
     if any(b < a for a, b in zip(sparsities, sparsities[1:])):
@@ -186,14 +190,15 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
         if epochs > 0:
             # the loader seeds epoch e with seed + e: counting on from the epochs so far gives
             # every epoch of the schedule its own shuffle and crops
-            h = fine_tune(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed + total,
-                          desc=f"{desc} {s:.3f}", **fit_kw)
+            h = fine_tune(model, data, epochs=epochs, lr=lr, batch_size=batch_size,
+                          seed=seed + total, desc=f"{desc} {s:.3f}", **fit_kw)
             sec_epoch, ips = h.seconds_per_epoch(), h.images_per_s()
         total += epochs
         acc = evaluate(model)
-        row = dict(step=i + 1, sparsity=s, global_sparsity=global_sparsity(model), acc_before=acc_before,
-                   acc_pruned=acc_pruned, drop=acc_before - acc_pruned, acc_finetuned=acc, epochs=epochs,
-                   total_epochs=total, rewound=rewind_to is not None,
+        row = dict(step=i + 1, sparsity=s, global_sparsity=global_sparsity(model),
+                   acc_before=acc_before, acc_pruned=acc_pruned, drop=acc_before - acc_pruned,
+                   acc_finetuned=acc, epochs=epochs, total_epochs=total,
+                   rewound=rewind_to is not None,
                    seconds=time.perf_counter() - t0, seconds_per_epoch=sec_epoch, images_per_s=ips)
         rows.append(row)
         if on_step is not None:

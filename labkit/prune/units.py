@@ -93,7 +93,8 @@ def shrink_mlp(model: MLP) -> tuple[MLP, list[torch.Tensor]]:
     kept = kept_units(model)
     small = MLP(hidden=tuple(len(k) for k in kept), in_features=model.in_features,
                 num_classes=model.num_classes).to(next(model.parameters()).device)
-    names = hidden_layers(model) + [[n for n, m in model.named_children() if isinstance(m, nn.Linear)][-1]]
+    names = hidden_layers(model) + [[n for n, m in model.named_children()
+                                     if isinstance(m, nn.Linear)][-1]]
     prev = None
     for i, name in enumerate(names):
         src, dst = getattr(model, name), getattr(small, name)
@@ -117,8 +118,10 @@ def expand_mlp(small: MLP, kept: list[torch.Tensor], hidden: tuple) -> MLP:
     prev = None
     for i, name in enumerate(names):
         dst = getattr(big, name)
-        rows = kept[i] if i < len(kept) else torch.arange(dst.weight.shape[0], device=dst.weight.device)
-        cols = prev if prev is not None else torch.arange(dst.weight.shape[1], device=dst.weight.device)
+        rows = (kept[i] if i < len(kept)
+                else torch.arange(dst.weight.shape[0], device=dst.weight.device))
+        cols = (prev if prev is not None
+                else torch.arange(dst.weight.shape[1], device=dst.weight.device))
         mask = torch.zeros_like(dst.weight, dtype=torch.bool)
         mask[rows[:, None], cols[None, :]] = current_mask(getattr(small, name))
         dst.weight.zero_()
