@@ -118,9 +118,10 @@ def native_bf16() -> bool:
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype fit and evaluate autocast to on `device`, or None for fp32.
 
-    bf16 on CUDA; on a CPU only where it has native bf16 (there a VGG step is
-    about 2x faster). Without it oneDNN emulates bf16, and a VGG step on an
-    AVX2-only CPU is about 15x slower than fp32, so such CPUs train in fp32.
+    bf16 on CUDA; on a CPU only where it has native bf16 (there it is faster
+    than fp32). Without it oneDNN emulates bf16, which is much slower than
+    fp32, so such CPUs train in fp32 (step times per dtype: benchmarks/steps.py,
+    see benchmarks/README.md).
     $LABKIT_PRECISION=fp32 forces fp32 everywhere."""
     precision = os.environ.get("LABKIT_PRECISION") or "auto"
     if precision not in ("auto", "fp32"):

@@ -2,10 +2,10 @@
 
 - SGD with (Nesterov) momentum, weight decay, and a per-step schedule: linear
   warm-up then linear or cosine decay. PyTorch's fused SGD on CPU and CUDA
-  (one kernel a step over all parameters): on the 2-core CPU an MLP step is
-  1.15x faster; for the conv models the difference is within noise.
-- Conv models train in the channels_last layout on every device (on the
-  2-core CPU a VGG step is 1.3-1.5x faster, a ResNet-18 step 1.2-1.4x).
+  (one kernel a step over all parameters; what it saves is measured by the
+  scripts in benchmarks/, see benchmarks/README.md).
+- Conv models train in the channels_last layout on every device (the step
+  times of both layouts: benchmarks/steps.py, see benchmarks/README.md).
 - bf16 autocast on CUDA and on CPUs with native bf16 (config.autocast_dtype);
   fp32 elsewhere. On CUDA: optional torch.compile, and no host sync inside a
   step (loss and accuracy accumulate on the device).
