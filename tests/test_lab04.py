@@ -301,14 +301,15 @@ def test_lam_for_shrink_sets_the_total_threshold_budget():
     with torch.no_grad():
         for _, bn in lk.prune.channels.convs(m):
             bn.weight.fill_(-2.0)                      # median |gamma| = 2
-    # fit's cosine schedule without warm-up: over 2 steps the learning rate is 0, then the full one
-    assert sss.lam_for_shrink(m, 0.5, steps=2, gate_lr=0.5) == pytest.approx(2.0)  # 0.5*2 / (0.5*1)
-    steps = 10   # lr_at(t, 10, 1, 0, 'cosine'): the cosine from t = 1 (peak) to t = 10 (zero)
-    decay = sum(0.5 * (1 + math.cos(math.pi * (t - 1) / (steps - 1))) for t in range(steps))
+    # fit's cosine schedule without warm-up: over 2 steps the full learning rate, then half of it
+    assert sss.lam_for_shrink(m, 0.5, steps=2, gate_lr=0.5) == pytest.approx(4 / 3)  # 1 / (0.5*1.5)
+    assert sss.lam_for_shrink(m, 0.5, steps=1, gate_lr=0.5) == pytest.approx(2.0)    # 1 / (0.5*1)
+    steps = 10   # lr_at(t, 10, 1, 0, 'cosine'): the cosine from t = 0 (peak) towards t = 10 (zero)
+    decay = sum(0.5 * (1 + math.cos(math.pi * t / steps)) for t in range(steps))
     assert sss.lam_for_shrink(m, 1.0, steps=steps, gate_lr=0.1) * 0.1 * decay == pytest.approx(2.0)
     for kw, text in ((dict(shrink=0.0, steps=2, gate_lr=0.1), "shrink=0.0"),
                      (dict(shrink=1.0, steps=0, gate_lr=0.1), "steps=0"),
-                     (dict(shrink=1.0, steps=1, gate_lr=0.1), "steps=1"),
+                     (dict(shrink=1.0, steps=-1, gate_lr=0.1), "steps=-1"),
                      (dict(shrink=1.0, steps=5, gate_lr=-1), "gate_lr=-1")):
         with pytest.raises(ValueError, match=text):
             sss.lam_for_shrink(m, kw.pop("shrink"), **kw)
@@ -357,9 +358,9 @@ def test_a_large_lam_makes_every_factor_exactly_zero():
                for _, bn in lk.prune.channels.convs(m))
     # the same hook, called by hand: soft_threshold(gamma, lam * lr at that step)
     m = tiny_vgg()
-    prox = sss.ProximalStep(m, lam=2.0, lr=0.25, lr_scale=2.0, total=5)  # lr at step 1: 0.25 * 2
+    prox = sss.ProximalStep(m, lam=2.0, lr=0.25, lr_scale=2.0, total=5)  # lr at step 0: 0.25 * 2
     before = sss.factors(m)
-    prox(m, 1)
+    prox(m, 0)
     after = sss.factors(m)
     for b, a in zip(before, after):
         assert torch.equal(a, sss.soft_threshold(b, 2.0 * 0.5))
@@ -407,7 +408,7 @@ def test_two_sss_steps_by_hand(monkeypatch):
     (x0, y0), (x1, y1), _ = list(loader)          # fit's batches: epoch 0 draws from seed 3
     hand = copy.deepcopy(tiny_vgg())
     g0, g1 = _grads(hand, states[0], x0, y0), _grads(hand, states[1], x1, y1)
-    scale = [0.5, 1.0]   # lr_at(step, 3, 1, 0, 'cosine') for steps 0, 1: cos from step 1 (peak) on
+    scale = [1.0, 0.75]  # lr_at(step, 3, 1, 0, 'cosine') for steps 0, 1: 0.5 (1 + cos(pi step / 3))
     close = dict(rtol=1e-4, atol=1e-6)
     for i in range(8):
         k = f"backbone.bn{i}.weight"  # factors: lr gate_lr * scale, no momentum/decay, then prox
@@ -416,10 +417,10 @@ def test_two_sss_steps_by_hand(monkeypatch):
             expected = sss.soft_threshold(states[t][k] - lr_g * (g0, g1)[t][k], lam * lr_g)
             torch.testing.assert_close(states[t + 1][k], expected, **close)
     w = "backbone.conv0.weight"         # weights: plain (not Nesterov) momentum and weight decay
-    expected = states[0][w] - lr * 0.5 * (g0[w] + wd * states[0][w])
+    expected = states[0][w] - lr * scale[0] * (g0[w] + wd * states[0][w])
     torch.testing.assert_close(states[1][w], expected, **close)
     b = "backbone.bn0.bias"             # other 1-d parameters: momentum 0.9, no weight decay
-    expected = states[1][b] - lr * 1.0 * (g1[b] + 0.9 * g0[b])
+    expected = states[1][b] - lr * scale[1] * (g1[b] + 0.9 * g0[b])
     torch.testing.assert_close(states[2][b], expected, **close)
 
 

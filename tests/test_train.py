@@ -121,3 +121,10 @@ def test_precision_follows_the_cpu_and_the_override(monkeypatch):
     monkeypatch.setenv("LABKIT_PRECISION", "bf32")
     with pytest.raises(ValueError, match="LABKIT_PRECISION='bf32'"):
         lk.config.autocast_dtype(cpu)
+
+
+def test_no_warmup_starts_at_the_peak_and_decays():
+    """warmup=0: step 0 trains at the full learning rate (no step is spent at a lower one)."""
+    lrs = [lk.train.lr_at(s, 4, 1.0, 0.0, "cosine") for s in range(4)]
+    assert lrs[0] == 1.0 and all(a > b > 0 for a, b in zip(lrs, lrs[1:]))
+    assert [lk.train.lr_at(s, 4, 1.0, 0.0, "linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]

@@ -123,12 +123,11 @@ def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> 
     sparse_train's schedule (train.lr_at with SCHEDULE) at factor learning rate
     `gate_lr`, would move a factor by `shrink` times the model's median
     |factor| (before the data loss pushes back). A way to pick a sweep of lam
-    that means the same at any training length. steps >= 2 (that schedule
-    gives a run of one step learning rate 0)."""
+    that means the same at any training length. steps >= 1."""
     shrink = _check_positive("shrink", shrink)
     gate_lr = _check_positive("gate_lr", gate_lr)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps={steps!r} must be an integer >= 2")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r} must be a positive integer")
     median = float(torch.cat([f.abs() for f in factors(model)]).median())
     decay = sum(train.lr_at(t, steps, 1.0, **SCHEDULE) for t in range(steps))
     return shrink * median / (gate_lr * decay)
