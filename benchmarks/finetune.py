@@ -30,6 +30,7 @@ VARIANTS = {  # keyword arguments of lk.train.fine_tune (batch 256, crop + flip 
     "onecycle-0.1": dict(lr=0.1, warmup=0.1, schedule="linear"),
     "cos-0.05-ls0.2": dict(lr=0.05, label_smoothing=0.2),
     "cos-0.05-2ep": dict(lr=0.05, epochs=2),
+    "cos-0.05-ls0.2-2ep": dict(lr=0.05, label_smoothing=0.2, epochs=2),
 }
 
 

@@ -54,13 +54,15 @@ def knobs_key(knobs: dict) -> str:
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """The fine-tuning every pruned model gets: `epochs` over a fixed subset
-    of `images` training images (None: all), SGD at `lr`, `batch_size`."""
+    of `images` training images (None: all), SGD at `lr`, `batch_size`, with
+    crop + flip when `augment` and `label_smoothing`."""
 
     epochs: int
     lr: float
     batch_size: int
     images: int | None = None
     augment: bool = False
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
@@ -69,12 +71,15 @@ class Budget:
             raise ValueError(f"budget lr={self.lr!r} must be a positive number")
         if self.images is not None and (not isinstance(self.images, int) or self.images < 1):
             raise ValueError(f"budget images={self.images!r} must be a positive integer or None")
+        if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
+            raise ValueError(f"budget label_smoothing={self.label_smoothing!r} must be in [0, 1)")
 
     def label(self) -> str:
         """A short string that identifies the budget in result rows."""
         imgs = "all" if self.images is None else f"{self.images}"
         return (f"{self.epochs}ep x {imgs} img, lr {self.lr:g}, bs {self.batch_size}, "
-                f"aug {int(self.augment)}")
+                f"aug {int(self.augment)}"
+                + (f", ls {self.label_smoothing:g}" if self.label_smoothing else ""))
 
 
 @dataclasses.dataclass
@@ -98,7 +103,8 @@ class Context:
         data = self.tune_data if images is None else _head(self.tune_data, images)
         train.fine_tune(model, data, epochs=b.epochs, lr=b.lr,
                         batch_size=min(b.batch_size, len(data.train)),
-                        augment=b.augment, seed=self.seed, progress=self.progress)
+                        augment=b.augment, label_smoothing=b.label_smoothing, seed=self.seed,
+                        progress=self.progress)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -175,6 +181,7 @@ def global_iterative(dense, points, ctx):
             schedules.run(m, part, targets[:-1], epochs=b.epochs, lr=b.lr,
                           batch_size=min(b.batch_size, share),
                           evaluate=lambda _m: float("nan"), seed=ctx.seed, augment=b.augment,
+                          label_smoothing=b.label_smoothing,
                           progress=ctx.progress, desc="iterative")
         magnitude.prune_global(m, targets[-1])
         yield c, m, dict(tune_images=share, iterative_steps=n)

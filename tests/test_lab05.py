@@ -289,6 +289,10 @@ def test_compare_rejects_bad_points_budgets_and_methods(tmp_env):
         compare.Budget(epochs=-1, lr=0.1, batch_size=8)
     with pytest.raises(ValueError, match="lr=0"):
         compare.Budget(epochs=1, lr=0, batch_size=8)
+    with pytest.raises(ValueError, match="label_smoothing=1.0"):
+        compare.Budget(epochs=1, lr=0.1, batch_size=8, label_smoothing=1.0)
+    assert compare.Budget(1, 0.1, 8, label_smoothing=0.2).label().endswith("ls 0.2")
+    assert "ls" not in compare.Budget(1, 0.1, 8).label()   # rows of earlier runs keep their label
     cfg = lk.configure("smoke", {"smoke": {}}, lab="05", dataset="mnist", quiet=True)
     dense = lk.models.build("mlp", width=0.05)
     with pytest.raises(ValueError, match="'pruning by vibes'"):
