@@ -188,6 +188,10 @@ def write_index(out_dir: Path, profile: str, runs: list[dict]) -> Path:
         minutes = "-" if r["seconds"] is None else f"{r['seconds'] / 60:.1f}"
         html = Path(report).with_suffix(".html").name if report != "-" else "-"
         lines.append(f"| {r['name']} | {status} | {minutes} | {_link(report)} | {_link(html)} |")
+    timed = [r["seconds"] for r in runs if r["seconds"] is not None]
+    if timed:
+        lines += ["", f"Total: {sum(timed) / 60:.1f} min for the {len(timed)} notebook(s) of this run, "
+                      f"on {config.device_name(config.choose_device())}."]
     figures = (sorted((out_dir / "figures").glob("*_headline.png"))
                if (out_dir / "figures").exists() else [])
     for fig in (f for f in figures if f.name != "05_headline.png"):   # 05's is on top

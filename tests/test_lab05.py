@@ -273,6 +273,7 @@ def test_index_puts_the_comparison_on_top_and_keeps_earlier_labs(tmp_path):
     assert "| 01_mnist | ok (earlier run) | - |" in text
     assert "| 02_vgg | FAILED (earlier run) | - |" in text
     assert "| 05_comparison | ok | 1.0 |" in text
+    assert "Total: 1.0 min for the 1 notebook(s) of this run, on cpu" in text   # earlier runs: no time
     assert "figures/01_headline.png" in text
 
 
