@@ -21,6 +21,7 @@ import time
 import torch
 
 import labkit as lk
+from variants import chosen
 
 VARIANTS = {  # keyword arguments of lk.train.fine_tune (batch 256, crop + flip augmentation)
     "cos-0.01": dict(lr=0.01),
@@ -56,10 +57,7 @@ def main() -> None:
     ap.add_argument("--points", default="8")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    names = args.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown variants {unknown}; have {sorted(VARIANTS)}")
+    names = chosen(args.variants, VARIANTS)
     device = lk.config.choose_device()
     data = lk.data.load("cifar10", device=device, **lk.recipes.data_split("vgg", "cpu")).holdout_as_test()
     dense, _ = lk.train.dense("vgg", data, "cpu", progress=False)

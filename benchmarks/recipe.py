@@ -19,6 +19,7 @@ import time
 import torch
 
 import labkit as lk
+from variants import chosen
 
 BASE = dict(batch_size=256, lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, warmup=0.1,
             schedule="linear", label_smoothing=0.2, augment=True)
@@ -60,10 +61,7 @@ def main() -> None:
     ap.add_argument("--variants", default="base,ema")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    names = args.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown variants {unknown}; have {sorted(VARIANTS)}")
+    names = chosen(args.variants, VARIANTS)
     data = lk.data.load("cifar10", holdout=10_000, device=lk.config.choose_device())
     cap = torch.backends.cpu.get_cpu_capability()
     print(f"{data.describe()}\nheld out: {data.holdout_label}\n{args.model} width {args.width}, "
