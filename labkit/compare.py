@@ -8,13 +8,8 @@ method reports the nearest point it reaches), then gets the SAME fine-tuning
 :class:`Budget`, is evaluated on the test set and measured (counts, size
 table, best sparse format on disk, MACs, CPU latency; for MLPs also the CSR
 kernels' latency). One row per (model, method, point, seed) goes to
-results.jsonl.
-
-Before running a point, :func:`run` looks for a row of ANY lab in
-results.jsonl measured with the same configuration -- model, dataset and
-data hash, profile, seed, method, point, dense-model key, fine-tuning
-budget and the methods' settings (:data:`MATCH`) -- and reuses it instead of
-training again.
+results.jsonl, with the fine-tuning budget and a hash of the methods'
+settings (:func:`knobs_key`) that made it.
 
 A method is a generator ``fn(dense, points, ctx) -> (point, model, info)``;
 ``info`` may hold ``reference`` (a structurally smaller model's original),
@@ -39,15 +34,13 @@ from . import config, metrics, recipes, results, sensitivity, sparse, train
 from .models import MLP, VGG
 from .prune import channels, greedy, magnitude, masks, nm, schedules, sss, units
 
-MATCH = ("model", "dataset", "data_hash", "profile", "seed", "method", "point", "dense_key",
-         "budget", "knobs")
 VERSION = 2   # bump when a method's code changes what it would measure (old rows stop matching)
 
 
 def knobs_key(knobs: dict) -> str:
     """A short hash of the methods' settings and :data:`VERSION` (timing settings excluded)."""
     keep = {k: v for k, v in sorted(knobs.items())
-            if not k.startswith("_") and k not in ("latency_s", "latency_threads")}
+            if k not in ("latency_s", "latency_threads")}
     return hashlib.sha256(json.dumps([VERSION, keep], default=str).encode()).hexdigest()[:12]
 
 
@@ -93,6 +86,8 @@ class Context:
     knobs: dict
     budget: Budget
     progress: bool = False
+    points: tuple = ()        # every point of this run (greedy searches once for all of them)
+    greedy: list | None = None   # the greedy path, shared by the greedy and hybrid methods
 
     def fine_tune(self, model: nn.Module, images: int | None = None) -> None:
         """Fine-tune `model` in place with the budget on its subset (or on the
@@ -132,7 +127,7 @@ def check_points(points) -> list[float]:
     return sorted(set(float(p) for p in pts))
 
 
-def bisect(count: Callable[[float], int], target: int, lo: float = 0.0, hi: float = 0.999,
+def solve_knob(count: Callable[[float], int], target: int, lo: float = 0.0, hi: float = 0.999,
            iters: int = 16) -> float:
     """The smallest knob in [lo, hi] with count(knob) <= target, for a count
     that falls as the knob grows (hi when even hi does not reach it)."""
@@ -229,7 +224,7 @@ def mlp_units(dense, points, ctx):
         units.prune_units(m, u)
         return units.shrink_mlp(m)[0]
     for c in points:
-        u = bisect(lambda u: counted(shrunk(u)), int(total / c))
+        u = solve_knob(lambda u: counted(shrunk(u)), int(total / c))
         small = shrunk(u)
         yield c, small, dict(reference=dense, structured=True, knob=u, hidden=list(small.hidden))
 
@@ -246,23 +241,23 @@ def vgg_channels(dense, points, ctx):
         return {i: rank[i][:max(1, int(round((1 - f) * c)))].sort().values
                 for i, c in enumerate(dense.channels)}
     for c in points:
-        f = bisect(lambda f: counted(channels.shrink_vgg(dense, keep(f))), int(total / c))
+        f = solve_knob(lambda f: counted(channels.shrink_vgg(dense, keep(f))), int(total / c))
         small = channels.shrink_vgg(dense, keep(f))
         yield c, small, dict(reference=dense, structured=True, knob=f,
                              channels=list(small.channels))
 
 
 def _greedy_results(dense, points, ctx):
-    needed = set(points) | set(ctx.knobs.get("_points", ())) | {ctx.knobs.get("hybrid_greedy", 2.0)}
-    cached = ctx.knobs.setdefault("_cache", {}).get("greedy")
-    if cached is None or not ({round(c, 6) for c in needed}
-                              <= {round(1 / r.target, 6) for r in cached}):
+    """The greedy path through every point of the run (and hybrid_greedy), searched once."""
+    needed = set(points) | set(ctx.points) | {ctx.knobs.get("hybrid_greedy", 2.0)}
+    if ctx.greedy is None or not ({round(c, 6) for c in needed}
+                                  <= {round(1 / r.target, 6) for r in ctx.greedy}):
         evaluate = greedy.batch_evaluator(ctx.data, ctx.knobs["greedy_val_images"])
         targets = [1 / c for c in sorted(needed)]
-        ctx.knobs["_cache"]["greedy"] = greedy.greedy_prune(
+        ctx.greedy = greedy.greedy_prune(
             dense, evaluate, targets, by="params", step=ctx.knobs.get("greedy_step", 0.2),
             progress=ctx.progress)
-    return ctx.knobs["_cache"]["greedy"]
+    return ctx.greedy
 
 
 def vgg_greedy(dense, points, ctx):
@@ -402,10 +397,10 @@ def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None,
 # --------------------------------------------------------------------------- running
 
 def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: list, points,
-        budget: Budget, seed: int, knobs: dict | None = None, reuse: bool = True,
+        budget: Budget, seed: int, knobs: dict | None = None,
         timing: bool = True, progress: bool = False, log=print) -> list[dict]:
     """Run each method of `names` on `dense` at `points` for one seed, with the
-    same `budget`; record (or reuse) one row per point. Returns the rows.
+    same `budget`; record one row per point. Returns the rows.
 
     dense_key: identifies the dense model (labkit.train.cache_key);
     knobs: the profile's settings some methods need (greedy_val_images,
@@ -423,31 +418,19 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
         raise ValueError(f"unknown methods {unknown}; have {list(METHODS)}")
     ctx = Context(data, data if budget.images is None or budget.images >= len(data.train)
                   else _subset(data, budget.images, seed), seed,
-                  dict(knobs or {}, _points=tuple(points)), budget, progress)
+                  dict(knobs or {}), budget, progress, points=tuple(points))
     scfg = config.Config(cfg)
     scfg["seed"] = seed
-    known = results.load(results.path_for(cfg.profile)) if reuse else []
-    base = dict(model=model_name, dataset=data.name, data_hash=data.hash, profile=cfg.profile,
-                seed=seed, dense_key=dense_key, budget=budget.label(),
-                knobs=knobs_key(knobs or {}))
+    knobs_hash = knobs_key(knobs or {})
     dense_counted = counted_total(dense)
     rows = []
     for name in names:
         fn, kinds = METHODS[name]
         if not isinstance(dense, kinds):
             raise ValueError(f"method {name!r} does not apply to a {type(dense).__name__}")
-        pending = [c for c in points
-                   if not (reuse and results.find(known, **base, method=name, point=c))]
-        done = set(points) - set(pending)
-        for c in points:
-            if c not in pending:
-                old = results.find(known, **base, method=name, point=c)[-1]
-                rows.append(old)
-                log(f"{model_name} | {name} | {c:g}x | seed {seed}: reused row of lab {old['lab']}")
-        if not pending:
-            continue
-        for c, model, info in fn(dense, pending, ctx):
-            # a method that reaches only its own point (2:4) may yield one already known
+        done = set()
+        for c, model, info in fn(dense, points, ctx):
+            # a method that reaches only its own point (2:4) may yield it more than once
             if c in done:
                 continue
             done.add(c)
@@ -461,7 +444,7 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
             m = measure(model, data.shape, reference, timing=timing, **timer)
             row = results.record(scfg, data, method=name, model=model_name, point=c, accuracy=acc,
                                  accuracy_official=train.official(model, data), metrics=m,
-                                 dense_key=dense_key, budget=budget.label(), knobs=base["knobs"],
+                                 dense_key=dense_key, budget=budget.label(), knobs=knobs_hash,
                                  accuracy_before=before,
                                  structured=structured,
                                  compression=dense_counted / max(1, counted(model)), **info)

@@ -55,11 +55,6 @@ def layer_table(model: nn.Module) -> list[dict]:
     return rows
 
 
-def sparsity(model: nn.Module) -> float:
-    """Global sparsity: zeros / elements over all counted (Conv/Linear) weights."""
-    return global_sparsity(model)
-
-
 def _csr_bytes(w: torch.Tensor) -> int:
     rows = w.shape[0]
     nnz = int(torch.count_nonzero(w))
@@ -186,7 +181,8 @@ def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = 
             timing: bool = True, batch: int = 1) -> dict:
     """Everything results.record stores about a model: params, nonzeros,
     sparsity, the size table, MACs, and CPU (and CUDA) latency in ms."""
-    out = dict(params=count_params(model), nonzeros=count_nonzero(model), sparsity=sparsity(model))
+    out = dict(params=count_params(model), nonzeros=count_nonzero(model),
+               sparsity=global_sparsity(model))
     out.update(size_table(model, reference))
     out.update(macs(model, input_shape))
     if timing:

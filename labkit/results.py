@@ -227,17 +227,6 @@ def frontier(rows: list[dict], cost: str, accuracy: str = "accuracy_mean") -> li
     return [usable[i] for i in pareto_front([(r[cost], r[accuracy]) for r in usable])]
 
 
-def find(rows: list[dict], **where) -> list[dict]:
-    """The rows whose fields equal every `where` value (floats compared with a
-    relative tolerance of 1e-9; a row missing a field does not match)."""
-    def same(a, b):
-        if isinstance(a, float) or isinstance(b, float):
-            return (isinstance(a, (int, float)) and isinstance(b, (int, float))
-                    and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12))
-        return a == b
-    return [r for r in rows if all(k in r and same(r[k], v) for k, v in where.items())]
-
-
 def finding(claim: str, holds: bool, measured: str) -> bool:
     """Print whether one of a study's findings `holds` in this run, with what was
     `measured`; returns holds. A lab states each finding it reproduces this way,

@@ -3,7 +3,7 @@
 - :func:`sweep`: one pruning method over a list of sparsities, whole model.
 - :func:`scan`: one layer at a time over a list of sparsities (sensitivity),
   restoring the model exactly after each point.
-- :func:`breakpoint`: the largest sparsity whose accuracy drop stays within a bound.
+- :func:`safe_sparsity`: the largest sparsity whose accuracy drop stays within a bound.
 - :func:`plan_for_size`: per-layer sparsities from the curves that reach a size
   target with the least predicted drop; :func:`plan_size`, :func:`predicted_drop`.
 - :func:`iterate_sparsity`, :func:`choose_betas`: the iterate rule
@@ -62,7 +62,7 @@ def scan(model: nn.Module, prune_layer: Callable[[nn.Module, str, float], object
     return curves
 
 
-def breakpoint(sparsities: list, accuracies: list, baseline: float,
+def safe_sparsity(sparsities: list, accuracies: list, baseline: float,
                max_drop: float = 0.01) -> float:
     """The largest sparsity, scanning upwards, before accuracy first falls more
     than `max_drop` (a fraction, 0.01 = 1 point) below `baseline`."""
@@ -205,7 +205,7 @@ def choose_betas(curves: dict, betas: list, baseline: float,
     `baseline` (0 when even the smallest beta does)."""
     out = {}
     for name, accs in curves.items():
-        b = breakpoint(betas, accs, baseline, max_drop)
+        b = safe_sparsity(betas, accs, baseline, max_drop)
         out[name] = 0.0 if b != b else float(b)  # NaN: no beta stays within the bound
     return out
 

@@ -84,7 +84,7 @@ def test_iterative_global_masks_equal_torch_repeated_pruning():
         done = k
         for name, m in layers.items():
             assert torch.equal(masks[name], m.weight_mask.bool()), (s, name)
-        assert abs(lk.metrics.sparsity(ours) - s) <= 1e-3
+        assert abs(lk.prune.global_sparsity(ours) - s) <= 1e-3
 
 
 # ------------------------------------------------------------- schedules
@@ -114,7 +114,7 @@ def test_runner_rows_hit_targets_and_hold_both_accuracies(data):
     evaluate = lambda m: lk.train.evaluate(m, data)
     seen = []
     rows = schedules.run(model, data, schedules.iterative(5), epochs=0, lr=0.01, batch_size=32,
-                         evaluate=evaluate, on_step=lambda m, r: seen.append(lk.metrics.sparsity(m)))
+                         evaluate=evaluate, on_step=lambda m, r: seen.append(lk.prune.global_sparsity(m)))
     for k, r in enumerate(rows, 1):
         assert abs(r["global_sparsity"] - (1 - 0.8 ** k)) <= 1e-3
         assert r["global_sparsity"] == seen[k - 1]
@@ -126,8 +126,8 @@ def test_runner_rows_hit_targets_and_hold_both_accuracies(data):
     one = schedules.oneshot_runs(dense, data, [0.5, 0.75, 0.9], epochs=0, lr=0.01, batch_size=32,
                                  evaluate=evaluate)
     for r, t in zip(one, [0.5, 0.75, 0.9]):
-        assert abs(r["global_sparsity"] - t) <= 1e-3 and abs(lk.metrics.sparsity(r["model"]) - t) <= 1e-3
-    assert lk.metrics.sparsity(dense) == 0.0  # one-shot prunes copies, never the dense model
+        assert abs(r["global_sparsity"] - t) <= 1e-3 and abs(lk.prune.global_sparsity(r["model"]) - t) <= 1e-3
+    assert lk.prune.global_sparsity(dense) == 0.0  # one-shot prunes copies, never the dense model
 
 
 def test_every_epoch_of_a_schedule_gets_its_own_batches(data, monkeypatch):
@@ -163,7 +163,7 @@ def test_pruned_weights_stay_exactly_zero_through_every_fine_tuning_step(data):
     assert checks["violations"] == 0
     assert checks["moving_grads"] > 0  # without the masks these weights would have changed
     assert [r["total_epochs"] for r in rows] == [2, 4]
-    assert abs(lk.metrics.sparsity(model) - 0.8) <= 1e-3
+    assert abs(lk.prune.global_sparsity(model) - 0.8) <= 1e-3
 
 
 def test_lottery_rewind_resets_survivors_and_keeps_masks(data):

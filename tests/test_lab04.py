@@ -157,8 +157,8 @@ def test_hybrid_masks_the_remaining_filters():
     m, data = tiny_vgg(), tiny_data()
     r = greedy.greedy_prune(m, greedy.batch_evaluator(data, 16), 0.8, step=0.25, progress=False)[0]
     h = greedy.hybrid(r, 0.5)
-    assert h.channels == r.model.channels and lk.metrics.sparsity(h) == pytest.approx(0.5, abs=1e-4)
-    assert lk.metrics.sparsity(r.model) == 0.0  # the greedy result is not modified
+    assert h.channels == r.model.channels and lk.prune.global_sparsity(h) == pytest.approx(0.5, abs=1e-4)
+    assert lk.prune.global_sparsity(r.model) == 0.0  # the greedy result is not modified
     expected = 1 - 0.5 * sum(w.numel() for w in (x.weight for x in lk.prune.prunable(r.model).values())) / \
         sum(x.weight.numel() for x in lk.prune.prunable(m).values())
     assert lk.metrics.relative_sparsity(h, m) == pytest.approx(expected, abs=1e-4)

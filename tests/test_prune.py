@@ -45,7 +45,7 @@ def test_global_exact_zeros(s):
     total = sum(l.weight.numel() for l in lk.prune.prunable(m).values())
     zeros = sum(int((l.weight == 0).sum()) for l in lk.prune.prunable(m).values())
     assert zeros == round(s * total)
-    assert lk.metrics.sparsity(m) == pytest.approx(round(s * total) / total)
+    assert lk.prune.global_sparsity(m) == pytest.approx(round(s * total) / total)
 
 
 def test_global_is_global_not_per_layer():

@@ -1,10 +1,12 @@
 """Pruning methods. Every function takes absolute sparsities (zeros after the call)."""
 from .magnitude import n_zeros, prune_global, prune_layer, prune_per_tensor
-from .masks import enforce, get_masks, layer, prunable, remove_masks, set_mask, weight_state
+from .masks import (enforce, get_masks, global_sparsity, layer, prunable, remove_masks, set_mask,
+                    weight_state)
 from .units import expand_mlp, hidden_layers, kept_units, prune_units, shrink_mlp
 
 __all__ = ["n_zeros", "prune_global", "prune_layer", "prune_per_tensor", "enforce", "get_masks",
-           "layer", "prunable", "remove_masks", "set_mask", "weight_state", "expand_mlp",
+           "global_sparsity", "layer", "prunable", "remove_masks", "set_mask", "weight_state",
+           "expand_mlp",
            "hidden_layers", "kept_units", "prune_units", "shrink_mlp"]
 
 from .channels import check_keep, expand_vgg, l2_ranking, mask_channels, shrink_vgg  # noqa: E402
