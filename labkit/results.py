@@ -238,3 +238,10 @@ def finding(claim: str, holds: bool, measured: str) -> bool:
 def pct(fraction: float | None) -> float | None:
     """100 * fraction, None kept (a table shows it as '-')."""
     return None if fraction is None else 100 * fraction
+
+
+def points(fraction: float) -> float:
+    """A difference of accuracies (fractions) in percentage points, rounded to 1e-6,
+    so that a comparison with a limit reads as written: 0.9005 - 0.8905 is 1.0 point,
+    not 1.0000000000000009."""
+    return round(100 * fraction, 6)

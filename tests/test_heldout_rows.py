@@ -84,3 +84,9 @@ def test_finding_prints_what_it_found(capsys):
 def test_train_subset_none_is_every_image(tiny_data):
     assert train_subset(tiny_data, None) is tiny_data
     assert len(train_subset(tiny_data, 100).train) == 100
+
+
+def test_points_reads_a_limit_as_written():
+    assert 0.9005 - 0.8905 > 0.01                        # the float subtraction overshoots...
+    assert lk.results.points(0.9005 - 0.8905) == 1.0     # ...a difference in points does not
+    assert lk.results.points(-0.0123) == -1.23
