@@ -6,12 +6,15 @@ config -> io -> data -> models -> train -> prune -> sensitivity -> metrics
 """
 __version__ = "0.1.0"
 
-from . import config, data, io, metrics, models, plots, prune, recipes, results, sensitivity, sparse, train  # noqa: E402
+from . import (  # noqa: E402
+    config, data, io, metrics, models, plots, prune, recipes, results, sensitivity, sparse, train,
+)
 from .config import Config  # noqa: E402
 
 
-def configure(profile: str | None, hparams: dict, *, lab: str, dataset: str, seed=None, device=None,
-              data_folder=None, model: str | None = None, quiet: bool = False, **overrides) -> Config:
+def configure(profile: str | None, hparams: dict, *, lab: str, dataset: str, seed=None,
+              device=None, data_folder=None, model: str | None = None, quiet: bool = False,
+              **overrides) -> Config:
     """Set up one notebook run: settings, seed, device, and data; print the stamp.
 
     profile: 'smoke' | 'cpu' | 'full', or None: $LABKIT_PROFILE, else 'cpu';
@@ -24,13 +27,15 @@ def configure(profile: str | None, hparams: dict, *, lab: str, dataset: str, see
     The returned Config holds the loaded Data as ``cfg.data`` (on cfg.device).
     """
     profile = config.default_profile() if profile is None else profile
-    cfg = config.make(profile, hparams, lab=lab, dataset=dataset, seed=seed, device=device, **overrides)
+    cfg = config.make(profile, hparams, lab=lab, dataset=dataset, seed=seed, device=device,
+                      **overrides)
     split = dict(val_size=cfg.get("val_size"), train_subset=cfg.get("train_subset"),
                  holdout=cfg.get("holdout"))
     if model is not None:
         clash = [k for k in split if k in cfg]
         if clash:
-            raise ValueError(f"settings {clash} belong to the {model!r} recipe (recipes.DATA), not to lab {lab}")
+            raise ValueError(f"settings {clash} belong to the {model!r} recipe (recipes.DATA), "
+                             f"not to lab {lab}")
         split = recipes.data_split(model, cfg.profile)
     d = data.load(cfg.dataset, folder=data_folder, device=cfg.device, **split).holdout_as_test()
     if not quiet:

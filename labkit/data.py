@@ -109,7 +109,8 @@ class Data:
         than the standard one (synthetic data, a training subset, a test subset)."""
         if self.synthetic:
             return f"{self.name} (synthetic, NOT real data)"
-        parts = [f"{len(self.train):,}-image train SUBSET"] if any("SUBSET" in n for n in self.notes) else []
+        parts = ([f"{len(self.train):,}-image train SUBSET"]
+                 if any("SUBSET" in n for n in self.notes) else [])
         if self.official is not None:
             parts.append(f"accuracy on {len(self.test):,} held-out training images")
         elif "SUBSET" in self.test_label:
@@ -121,11 +122,13 @@ class Data:
         """One line naming the data and the size of each split."""
         held = f" / holdout {len(self.holdout):,}" if self.holdout is not None else ""
         official = f" (beside it: {self.official_label})" if self.official is not None else ""
-        return (f"{self.name}: train {len(self.train):,} / val {len(self.val):,} / test {len(self.test):,}{held}"
+        return (f"{self.name}: train {len(self.train):,} / val {len(self.val):,}"
+                f" / test {len(self.test):,}{held}"
                 f" | test accuracy is on: {self.test_label}{official}")
 
     def loader(self, split: str, batch_size: int, **kw) -> "DeviceLoader":
-        """A DeviceLoader over 'train', 'val', 'test' or 'holdout' with this data's normalisation."""
+        """A DeviceLoader over 'train', 'val', 'test' or 'holdout' with this data's
+        normalisation."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not one of {SPLITS}")
         if split == "holdout" and self.holdout is None:
@@ -177,7 +180,8 @@ def _mnist(root: Path) -> tuple[Split, Split, str]:
     for url, md5 in torchvision.datasets.MNIST.resources:
         gz = raw / os.path.basename(url)
         if gz.exists() and not check_integrity(str(gz), md5):
-            raise ValueError(f"MNIST file {gz} is corrupt: its md5 is not {md5}; delete it and fetch it again")
+            raise ValueError(f"MNIST file {gz} is corrupt: its md5 is not {md5}; "
+                             f"delete it and fetch it again")
     splits = []
     for train in (True, False):
         try:
@@ -188,9 +192,12 @@ def _mnist(root: Path) -> tuple[Split, Split, str]:
             except Exception as e:
                 names = [os.path.basename(u) for u, _ in torchvision.datasets.MNIST.resources]
                 raise FileNotFoundError(
-                    f"MNIST not found under {raw} and it could not be downloaded ({type(e).__name__}). "
-                    f"Expected files: {', '.join(names)}. Fetch them on a machine with internet with\n"
-                    f"  python -c \"import torchvision; torchvision.datasets.MNIST('{root}', download=True)\"\n"
+                    f"MNIST not found under {raw} and it could not be downloaded "
+                    f"({type(e).__name__}). "
+                    f"Expected files: {', '.join(names)}. "
+                    f"Fetch them on a machine with internet with\n"
+                    f"  python -c \"import torchvision; "
+                    f"torchvision.datasets.MNIST('{root}', download=True)\"\n"
                     f"or point LABKIT_DATA at a folder that holds MNIST/raw.") from e
         splits.append(Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()))
     return splits[0], splits[1], str(raw)
@@ -209,12 +216,16 @@ def _cifar10_torchvision(root: Path) -> tuple[Split, Split, str]:
                 ds = torchvision.datasets.CIFAR10(str(root), train=train, download=True)
             except Exception as e:
                 folder = root / torchvision.datasets.CIFAR10.base_folder
-                names = [n for n, _ in torchvision.datasets.CIFAR10.train_list + torchvision.datasets.CIFAR10.test_list]
+                names = [n for n, _ in torchvision.datasets.CIFAR10.train_list
+                         + torchvision.datasets.CIFAR10.test_list]
                 raise FileNotFoundError(
-                    f"CIFAR-10 not found (or corrupt) under {folder} and it could not be downloaded "
+                    f"CIFAR-10 not found (or corrupt) under {folder} "
+                    f"and it could not be downloaded "
                     f"({type(e).__name__}). Expected files: {', '.join(names)}. Fetch them with\n"
-                    f"  python -c \"import torchvision; torchvision.datasets.CIFAR10('{root}', download=True)\"\n"
-                    f"or set LABKIT_CIFAR10_FOLDER to an ImageFolder tree with train/ and test/.") from e
+                    f"  python -c \"import torchvision; "
+                    f"torchvision.datasets.CIFAR10('{root}', download=True)\"\n"
+                    f"or set LABKIT_CIFAR10_FOLDER to an ImageFolder tree "
+                    f"with train/ and test/.") from e
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         splits.append(Split(x, torch.tensor(ds.targets, dtype=torch.long)))
     return splits[0], splits[1], str(root / torchvision.datasets.CIFAR10.base_folder)
@@ -241,7 +252,8 @@ def _list_tree(folder: Path) -> tuple[tuple, dict]:
             raise ValueError(f"classes of {folder / split} {found} differ from train's {classes}")
         files[split] = []
         for label, cls in enumerate(classes):
-            imgs = sorted(p for p in (folder / split / cls).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            imgs = sorted(p for p in (folder / split / cls).iterdir()
+                          if p.suffix.lower() in IMAGE_EXTENSIONS)
             if not imgs:
                 raise ValueError(f"class folder {folder / split / cls} is empty: "
                                  f"expected images with extensions {IMAGE_EXTENSIONS}")
@@ -262,7 +274,8 @@ def _decode(paths: list) -> torch.Tensor:
         imgs = list(pool.map(one, paths))
     shapes = {tuple(i.shape) for i in imgs}
     if len(shapes) != 1:
-        raise ValueError(f"images in the ImageFolder tree have different shapes {sorted(shapes)[:4]}")
+        raise ValueError(f"images in the ImageFolder tree have different shapes "
+                         f"{sorted(shapes)[:4]}")
     return torch.stack(imgs)
 
 
@@ -273,14 +286,16 @@ def _imagefolder(folder: Path) -> tuple[Split, Split, str, tuple]:
     for split in ("train", "test"):
         for p, label in files[split]:
             st = p.stat()
-            h.update(f"{split}/{p.parent.name}/{p.name}:{st.st_size}:{st.st_mtime_ns}:{label}".encode())
+            h.update(f"{split}/{p.parent.name}/{p.name}:{st.st_size}:{st.st_mtime_ns}:{label}"
+                     .encode())
     cache = config.cache_root() / f"imagefolder-{h.hexdigest()[:16]}.pt"
     blob = load_verified(cache)
     if blob is None:
         blob = {}
         for split in ("train", "test"):
             paths = [p for p, _ in files[split]]
-            blob[split] = (_decode(paths), torch.tensor([lab for _, lab in files[split]], dtype=torch.long))
+            blob[split] = (_decode(paths),
+                           torch.tensor([lab for _, lab in files[split]], dtype=torch.long))
         blob["classes"] = classes
         atomic_save(blob, cache)
     train, test = (Split(*blob[s]) for s in ("train", "test"))
@@ -301,7 +316,8 @@ def _blobs(g: torch.Generator, n: int, size: int, channels: int, k: int) -> torc
     return out.clamp(0, 1)
 
 
-def _synthetic(name: str, n_train: int = 4000, n_test: int = 1000) -> tuple[Split, Split, str, tuple]:
+def _synthetic(name: str, n_train: int = 4000,
+               n_test: int = 1000) -> tuple[Split, Split, str, tuple]:
     """Deterministic, learnable stand-in: each class is a fixed pattern of blobs;
     a sample is its class pattern, randomly shifted, plus noise (uint8 like the real data)."""
     mnist = name == "synthetic-mnist"
@@ -322,7 +338,8 @@ def _synthetic(name: str, n_train: int = 4000, n_test: int = 1000) -> tuple[Spli
             x = x * (x > 0.35)  # dark background with bright strokes, like MNIST
         return Split((x.clamp(0, 1) * 255).round().to(torch.uint8), y.long())
 
-    return make(n_train), make(n_test), "generated (labkit.data._synthetic)", tuple(str(i) for i in range(10))
+    return (make(n_train), make(n_test), "generated (labkit.data._synthetic)",
+            tuple(str(i) for i in range(10)))
 
 
 # ---------------------------------------------------------------- public
@@ -364,7 +381,8 @@ def load(name: str, *, root: Path | None = None, folder: Path | str | None = Non
     if val_size is None:
         val_size = 500 if name.startswith("synthetic-") else 5000
     train, val, held, notes = _carve(train, val_size, train_subset, holdout)
-    data = Data(name, source, digest, train, val, test, stats[0], stats[1], classes, test_label, notes)
+    data = Data(name, source, digest, train, val, test, stats[0], stats[1], classes, test_label,
+                notes)
     if held is not None:
         data.holdout, data.holdout_label = held, _holdout_label(name, len(held))
     return data.to(device) if device is not None else data
@@ -382,7 +400,8 @@ def _carve(train: Split, val_size: int, train_subset: int | None,
     holdout = 0 if holdout is None else holdout
     if isinstance(holdout, bool) or not isinstance(holdout, int) or not 0 <= holdout < n - val_size:
         raise ValueError(f"holdout={holdout!r} must be an integer between 0 and {n - val_size - 1} "
-                         f"(the {n:,} training images less val_size={val_size:,} and at least one to train on)")
+                         f"(the {n:,} training images less val_size={val_size:,} "
+                         f"and at least one to train on)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
     keep, notes = perm[val_size:n - holdout], []
     if train_subset is not None:
@@ -396,7 +415,8 @@ def _carve(train: Split, val_size: int, train_subset: int | None,
 
 
 def _holdout_label(name: str, n: int) -> str:
-    """How to label accuracy on the held-out split, e.g. '10,000 held-out CIFAR-10 training images'."""
+    """How to label accuracy on the held-out split,
+    e.g. '10,000 held-out CIFAR-10 training images'."""
     if name.startswith("synthetic-"):
         return f"{n:,} held-out {name} training images (synthetic stand-in, NOT real data)"
     return f"{n:,} held-out {dict(mnist='MNIST', cifar10='CIFAR-10')[name]} training images"
@@ -424,9 +444,11 @@ class DeviceLoader:
         self.seed, self.epoch, self.channels_last = seed, 0, channels_last
         dev = split.x.device
         std_t = torch.tensor(std, device=dev)
-        self.scale, self.shift = 1.0 / (255.0 * std_t), -torch.tensor(mean, device=dev) / std_t  # (C,)
-        w = split.x.shape[-1]   # the augmented path normalises (B*H, W*C) rows: the affine map as row vectors
-        self.scale_row, self.shift_row = self.scale.repeat(w), self.shift.repeat(w)               # (W*C,)
+        # (C,)
+        self.scale, self.shift = 1.0 / (255.0 * std_t), -torch.tensor(mean, device=dev) / std_t
+        # the augmented path normalises (B*H, W*C) rows: the affine map as row vectors
+        w = split.x.shape[-1]
+        self.scale_row, self.shift_row = self.scale.repeat(w), self.shift.repeat(w)  # (W*C,)
 
     def __len__(self) -> int:
         n, b = len(self.split), self.batch_size

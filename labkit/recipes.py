@@ -21,15 +21,19 @@ DENSE = {
     # for one GPU (benchmarks/gpu.sh).
     "vgg": {
         "smoke": dict(width=0.0625, epochs=2, batch_size=32, lr=0.05, augment=True),
-        "cpu": dict(width=0.25, epochs=24, batch_size=256, lr=0.2, augment=True, label_smoothing=0.2),
-        "full": dict(width=1.0, epochs=30, batch_size=512, lr=0.4, augment=True, label_smoothing=0.2),
+        "cpu": dict(width=0.25, epochs=24, batch_size=256, lr=0.2, augment=True,
+                    label_smoothing=0.2),
+        "full": dict(width=1.0, epochs=30, batch_size=512, lr=0.4, augment=True,
+                     label_smoothing=0.2),
     },
     # resnet18: owned by lab 03. full = the study's width (it trained about 40 epochs, 93.21%),
     # 30 epochs to fit one GPU's budget; cpu = width 1/4, 40 epochs (16 gave 87.77 %).
     "resnet18": {
         "smoke": dict(width=0.0625, epochs=2, batch_size=32, lr=0.05, augment=True),
-        "cpu": dict(width=0.25, epochs=40, batch_size=256, lr=0.2, augment=True, label_smoothing=0.2),
-        "full": dict(width=1.0, epochs=30, batch_size=512, lr=0.4, augment=True, label_smoothing=0.2),
+        "cpu": dict(width=0.25, epochs=40, batch_size=256, lr=0.2, augment=True,
+                    label_smoothing=0.2),
+        "full": dict(width=1.0, epochs=30, batch_size=512, lr=0.4, augment=True,
+                     label_smoothing=0.2),
     },
 }
 
@@ -73,6 +77,7 @@ def dense(model: str, profile: str, **overrides) -> dict:
             continue
         if k not in recipe and k not in ("augment", "weight_decay", "momentum", "label_smoothing",
                                          "warmup", "schedule", "compile", "nesterov"):
-            raise ValueError(f"unknown dense setting {k!r} for {model}; recipe has {sorted(recipe)}")
+            raise ValueError(f"unknown dense setting {k!r} for {model}; "
+                             f"recipe has {sorted(recipe)}")
         recipe[k] = v
     return recipe

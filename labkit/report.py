@@ -190,7 +190,8 @@ def write_index(out_dir: Path, profile: str, runs: list[dict]) -> Path:
         lines.append(f"| {r['name']} | {status} | {minutes} | {_link(report)} | {_link(html)} |")
     timed = [r["seconds"] for r in runs if r["seconds"] is not None]
     if timed:
-        lines += ["", f"Total: {sum(timed) / 60:.1f} min for the {len(timed)} notebook(s) of this run, "
+        lines += ["", f"Total: {sum(timed) / 60:.1f} min for the {len(timed)} notebook(s) "
+                      f"of this run, "
                       f"on {config.device_name(config.choose_device())}."]
     figures = (sorted((out_dir / "figures").glob("*_headline.png"))
                if (out_dir / "figures").exists() else [])

@@ -95,7 +95,8 @@ def record(cfg, data, *, method: str, model: str, point, accuracy: float, metric
     if accuracy is None:
         raise ValueError("accuracy=None: give the accuracy on data.test as a fraction in [0, 1]")
     if (accuracy_official is None) != (getattr(data, "official", None) is None):
-        raise ValueError(f"accuracy_official={accuracy_official!r}: give it exactly when data has an "
+        raise ValueError(f"accuracy_official={accuracy_official!r}: "
+                         f"give it exactly when data has an "
                          f"official split (here: {getattr(data, 'official_label', '') or 'none'})")
     row = dict(lab=cfg.lab, method=method, model=model, point=_clean(point), dataset=data.name,
                synthetic=data.synthetic, data_hash=data.hash, test_set=data.test_label,
@@ -191,7 +192,8 @@ def aggregate(rows: list[dict], by=("method", "point"), fields=("accuracy",)) ->
     (e.g. a latency not measured), and is then left out of that field's mean.
     """
     if isinstance(by, str) or isinstance(fields, str):
-        raise TypeError(f"by={by!r} and fields={fields!r} must be sequences of field names, not strings")
+        raise TypeError(f"by={by!r} and fields={fields!r} must be sequences of field names, "
+                        f"not strings")
     by, fields = tuple(by), tuple(fields)
     groups: dict = {}
     for i, r in enumerate(rows):

@@ -49,7 +49,8 @@ def soft_threshold(x: torch.Tensor, t: float, nonneg: bool = False) -> torch.Ten
 def _check_positive(name: str, value, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"{name}={value!r} must be a {'non-negative' if allow_zero else 'positive'} number")
+        raise ValueError(f"{name}={value!r} must be a "
+                         f"{'non-negative' if allow_zero else 'positive'} number")
     return float(value)
 
 
@@ -134,7 +135,8 @@ def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> 
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: Data, batches: int = 20, batch_size: int = 256) -> nn.Module:
+def recalibrate_bn(model: nn.Module, data: Data, batches: int = 20,
+                   batch_size: int = 256) -> nn.Module:
     """Re-estimate every BatchNorm's running mean and variance as the plain
     average over `batches` training batches (no augmentation, no weight
     change). Returns the model, in eval mode."""
