@@ -414,8 +414,14 @@ def fine_tune(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_siz
     return history
 
 
+SPEED_ONLY = ("compile",)   # fit settings that change speed, not the trained model
+
+
 def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) -> str:
-    """Hash of everything that determines a trained dense model."""
+    """Hash of everything that determines a trained dense model. `hp`: fit's settings;
+    the speed-only ones (SPEED_ONLY: compile) are left out, so asking for a compiled
+    step, or saying compile=False, finds the model trained without saying it."""
+    hp = {k: v for k, v in hp.items() if k not in SPEED_ONLY}
     blob = json.dumps(dict(model=model_name, width=width, data=data.name, data_hash=data.hash,
                            n_train=len(data.train), hp=hp, seed=seed, version=CACHE_VERSION,
                            device=data.train.x.device.type), sort_keys=True, default=str)

@@ -68,6 +68,8 @@ def test_cache_key_changes_with_recipe(tiny_data):
     a = lk.train.cache_key("mlp", 0.1, tiny_data, dict(epochs=1), 0)
     assert a != lk.train.cache_key("mlp", 0.1, tiny_data, dict(epochs=2), 0)
     assert a != lk.train.cache_key("mlp", 0.1, tiny_data, dict(epochs=1), 1)
+    # a speed-only setting does not make another model: lab 03 passes compile=False
+    assert a == lk.train.cache_key("mlp", 0.1, tiny_data, dict(epochs=1, compile=False), 0)
 
 
 def test_lr_schedule_shape():
