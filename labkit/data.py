@@ -38,6 +38,8 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 VAL_SEED = 20241  # fixed: the validation split never depends on the run's seed
 SPLITS = ("train", "val", "test", "holdout", "official")
+OPTIONAL_SPLITS = {"holdout": "loaded with load(..., holdout=N), N > 0",
+                   "official": "from holdout_as_test()"}
 
 
 @dataclass
@@ -127,14 +129,12 @@ class Data:
                 f" | test accuracy is on: {self.test_label}{official}")
 
     def loader(self, split: str, batch_size: int, **kw) -> "DeviceLoader":
-        """A DeviceLoader over 'train', 'val', 'test' or 'holdout' with this data's
-        normalisation."""
+        """A DeviceLoader over one of SPLITS ('train', 'val', 'test', 'holdout' or
+        'official') with this data's normalisation."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not one of {SPLITS}")
-        if split == "holdout" and self.holdout is None:
-            raise ValueError("split='holdout' needs data loaded with load(..., holdout=N), N > 0")
-        if split == "official" and self.official is None:
-            raise ValueError("split='official' needs data from holdout_as_test()")
+        if getattr(self, split) is None:   # the optional splits: say where each comes from
+            raise ValueError(f"split={split!r} needs data " + OPTIONAL_SPLITS[split])
         return DeviceLoader(getattr(self, split), batch_size, mean=self.mean, std=self.std, **kw)
 
     def to(self, device) -> "Data":
