@@ -7,7 +7,8 @@ config -> io -> data -> models -> train -> prune -> sensitivity -> metrics
 __version__ = "0.1.0"
 
 from . import (  # noqa: E402
-    config, data, io, metrics, models, plots, prune, recipes, results, sensitivity, sparse, train,
+    config, data, io, methods, metrics, models, plots, prune, recipes, results, sensitivity, sparse,
+    train,
 )
 from .config import Config  # noqa: E402
 

@@ -32,7 +32,8 @@ from torch import nn
 
 from . import config, metrics, recipes, results, sensitivity, sparse, train
 from .models import MLP, VGG
-from .prune import channels, greedy, magnitude, masks, nm, schedules, sss, units
+from .methods import greedy, schedules, sss
+from .prune import channels, magnitude, masks, nm, units
 
 VERSION = 2   # bump when a method's code changes what it would measure (old rows stop matching)
 
@@ -161,7 +162,7 @@ def global_oneshot(dense, points, ctx):
 
 
 def global_iterative(dense, points, ctx):
-    """Global magnitude pruning, iterative (lab 03's labkit.prune.schedules.run):
+    """Global magnitude pruning, iterative (lab 03's labkit.methods.schedules.run):
     ``iterative_steps`` prunes to 1 - 1/c^(i/n), each followed by fine-tuning on
     1/n of the budget's images (the last one by the common step), so the total
     fine-tuning equals the one-shot methods' budget."""
@@ -261,7 +262,7 @@ def _greedy_results(dense, points, ctx):
 
 
 def vgg_greedy(dense, points, ctx):
-    """Greedy layer-wise filter pruning (lab 04, labkit.prune.greedy) to params
+    """Greedy layer-wise filter pruning (lab 04, labkit.methods.greedy) to params
     <= dense / c, one run for all points; no fine-tuning between steps."""
     res = _greedy_results(dense, points, ctx)
     by_target = {round(1 / r.target, 6): r for r in res}
@@ -288,7 +289,7 @@ def vgg_hybrid(dense, points, ctx):
 
 
 def vgg_sss(dense, points, ctx):
-    """Sparse Structure Selection (lab 04, labkit.prune.sss): one sparse-training
+    """Sparse Structure Selection (lab 04, labkit.methods.sss): one sparse-training
     run of ``sss_epochs`` on ``sss_images`` training images (default: the
     budget's subset) (sss.sss_prune; lam = ``sss_lam``, or from ``sss_shrink``
     with sss.lam_for_shrink as lab 04 picks it; gate lr ``sss_gate_lr``), then

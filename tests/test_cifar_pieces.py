@@ -12,7 +12,7 @@ from torch import nn
 import labkit as lk
 from labkit import data as D
 from labkit.prune import magnitude
-from labkit.prune.sss import soft_threshold
+from labkit.methods.sss import soft_threshold
 
 N_SOURCE = 4000  # synthetic training images before any split
 

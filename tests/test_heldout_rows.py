@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import labkit as lk
-from labkit.prune.greedy import train_subset
+from labkit.methods.greedy import train_subset
 
 
 def _cfg(dataset="synthetic-cifar10"):

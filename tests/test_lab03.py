@@ -14,7 +14,7 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 import labkit as lk
-from labkit.prune import schedules
+from labkit.methods import schedules
 
 
 @pytest.fixture(scope="module")

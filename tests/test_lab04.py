@@ -60,7 +60,7 @@ import copy  # noqa: E402
 import torch  # noqa: E402
 
 from labkit.data import Data, Split  # noqa: E402
-from labkit.prune import greedy, sss  # noqa: E402
+from labkit.methods import greedy, sss  # noqa: E402
 
 
 def tiny_vgg(seed=0):

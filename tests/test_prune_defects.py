@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import labkit as lk
-from labkit.prune import schedules
+from labkit.methods import schedules
 from test_lab04 import tiny_vgg  # VGG at width 1/16 with non-trivial BN statistics
 
 

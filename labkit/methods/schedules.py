@@ -24,11 +24,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import config, recipes
+from .. import config, recipes, train
 from ..config import check_fraction
 from ..models import build
-from .magnitude import prune_global
-from .masks import enforce, global_sparsity
+from ..prune.magnitude import prune_global
+from ..prune.masks import enforce, global_sparsity
 
 
 def _check_count(name: str, value) -> int:
@@ -137,8 +137,6 @@ def early_weights(model_name: str, data, profile: str, *, seed: int = 0, rewind_
     constant), so the replay is the dense run's own trajectory while it lies
     inside the warm-up, and close to it after. Returns a :func:`snapshot`.
     """
-    from .. import train  # not at the top: train imports labkit.prune, which imports this module
-
     epochs = _check_count("rewind_epochs", rewind_epochs)
     hp = recipes.dense(model_name, profile, **overrides)
     width, total = hp.pop("width"), hp.pop("epochs")
@@ -171,8 +169,6 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
     acc_finetuned, epochs, total_epochs (fine-tuning so far), rewound, seconds
     (prune + evaluate + fine-tune), seconds_per_epoch and images_per_s (fine-tuning).
     """
-    from ..train import fine_tune  # not at the top: the same cycle as in early_weights
-
     sparsities = [check_fraction("sparsity", s) for s in sparsities]
     if any(b < a for a, b in zip(sparsities, sparsities[1:])):
         raise ValueError(f"sparsities {sparsities} must be non-decreasing (masks only grow)")
@@ -190,7 +186,7 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
         if epochs > 0:
             # the loader seeds epoch e with seed + e: counting on from the epochs so far gives
             # every epoch of the schedule its own shuffle and crops
-            h = fine_tune(model, data, epochs=epochs, lr=lr, batch_size=batch_size,
+            h = train.fine_tune(model, data, epochs=epochs, lr=lr, batch_size=batch_size,
                           seed=seed + total, desc=f"{desc} {s:.3f}", **fit_kw)
             sec_epoch, ips = h.seconds_per_epoch(), h.images_per_s()
         total += epochs

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 from .. import config
 from ..data import Data, Split
 from ..models import VGG
-from .channels import expand_vgg, l2_ranking, shrink_vgg
-from .magnitude import prune_global
+from ..prune.channels import expand_vgg, l2_ranking, shrink_vgg
+from ..prune.magnitude import prune_global
 
 COSTS = ("params", "macs")
 

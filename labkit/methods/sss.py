@@ -33,7 +33,7 @@ from torch import nn
 from .. import train
 from ..data import Data
 from ..models import VGG
-from .channels import convs, expand_vgg, shrink_vgg
+from ..prune.channels import convs, expand_vgg, shrink_vgg
 
 
 def soft_threshold(x: torch.Tensor, t: float, nonneg: bool = False) -> torch.Tensor:
