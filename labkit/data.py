@@ -145,6 +145,26 @@ class Data:
         d.official = self.official.to(device) if self.official is not None else None
         return d
 
+    def subset(self, n: int | None, split: str = "train", seed: int | None = 0) -> "Data":
+        """This data with only `n` images of `split` (the one way to take a subset):
+        seed=None: the first n; an int: a fixed random subset (torch.randperm with
+        that seed). Other splits are unchanged; n=None: self. A train subset is noted
+        ('SUBSET'), so labels and figure titles say so."""
+        if n is None:
+            return self
+        if split not in SPLITS or getattr(self, split) is None:
+            raise ValueError(f"split={split!r} is not a split of this data")
+        s = getattr(self, split)
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(s):
+            raise ValueError(f"n={n!r} must be an integer in 1..{len(s)} ({split} images)")
+        idx = (torch.arange(n) if seed is None else
+               torch.randperm(len(s), generator=torch.Generator().manual_seed(seed))[:n])
+        idx = idx.to(s.x.device)
+        d = Data(**{**self.__dict__, split: Split(s.x[idx], s.y[idx])})
+        if split == "train":
+            d.notes = self.notes + [f"fine-tuning on a SUBSET of {n:,} training images"]
+        return d
+
     def holdout_as_test(self) -> "Data":
         """The data to compare methods on: where the source's test set is partial
         (fewer than 10,000 images, e.g. the first 1,000 of CIFAR-10's) and a holdout
