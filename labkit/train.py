@@ -31,6 +31,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +195,22 @@ def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int 
     augmentation (each image and its mirror image, see predict)."""
     labels = getattr(data, split).y
     return (predict(model, data, split, batch_size, tta) == labels).sum().item() / len(labels)
+
+
+def evaluator(data: Data, split: str = "val", batch_size: int = 250) -> Callable:
+    """A function model -> accuracy (fp32, eval mode) on the whole `split` of `data`, whose
+    normalised batches are built once; for a part, pass data.subset(n, split, seed=None)."""
+    batches = list(data.loader(split, batch_size))
+    n = len(getattr(data, split))
+
+    @torch.no_grad()
+    def evaluate(model: nn.Module) -> float:
+        was = model.training
+        model.eval()
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
+        model.train(was)
+        return correct / n
+    return evaluate
 
 
 def official(model: nn.Module, data: Data) -> float | None:

@@ -130,3 +130,15 @@ def test_no_warmup_starts_at_the_peak_and_decays():
     lrs = [lk.train.lr_at(s, 4, 1.0, 0.0, "cosine") for s in range(4)]
     assert lrs[0] == 1.0 and all(a > b > 0 for a, b in zip(lrs, lrs[1:]))
     assert [lk.train.lr_at(s, 4, 1.0, 0.0, "linear") for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+
+
+def test_evaluator_is_the_accuracy_on_the_whole_split_it_is_given(tiny_data, monkeypatch):
+    monkeypatch.setenv("LABKIT_PRECISION", "fp32")   # evaluator runs in fp32, as evaluate then does
+    m = lk.models.build("mlp", width=0.1)
+    lk.train.fit(m, tiny_data, epochs=1, lr=0.05, batch_size=128, progress=False)
+    assert lk.train.evaluator(tiny_data)(m) == lk.train.evaluate(m, tiny_data, "val")  # every image
+    head = tiny_data.subset(100, "val", seed=None)
+    part = lk.train.evaluator(head, batch_size=30)(m)    # 4 batches, the last of 10 images
+    assert m.training and part == lk.train.evaluate(m, head, "val") and part * 100 == round(part * 100)
+    with pytest.raises(ValueError, match="bogus"):
+        lk.train.evaluator(tiny_data, "bogus")
