@@ -1,15 +1,10 @@
 """One JSON line per measured model, in reports/<profile>/results.jsonl.
 
-A row names what was measured and on what: lab, method, model, dataset (and
-the label of its test set), profile, device, seed, plus sparsity, accuracy,
-the size fields, MACs and latency. Rows are keyed by (lab, method, point,
-seed, model): recording the same key again replaces the old row, so re-running a
-notebook does not duplicate rows. Every write rewrites the file atomically.
-
-The report runner stages each run: it points ``$LABKIT_STAGE`` at a folder of
-its own inside reports/<profile>/, the notebook writes its rows (and plots.save
-its figures) there, and :func:`adopt` swaps the rows in only when the run
-succeeded. A failed or stopped run leaves the lab's earlier rows as they were.
+A row names what was measured and on what (lab, method, model, dataset and test set,
+profile, device, seed), its setting (SETTINGS), accuracy, sizes, MACs and latency.
+Rows are keyed by KEY: recording a key again replaces its row; every write is atomic.
+The report runner stages each run in ``$LABKIT_STAGE`` (a folder in reports/<profile>/)
+and :func:`adopt` swaps the rows in only when the run succeeded.
 """
 from __future__ import annotations
 
@@ -22,8 +17,13 @@ from pathlib import Path
 
 from . import config
 from .io import atomic_write_text
+from .metrics import pareto_front
 
-KEY = ("lab", "method", "point", "seed", "model")  # model: a lab may run one method on two models
+# what a row's model was asked for: target_sparsity (fraction of zero weights), size_fraction
+# (fraction of the dense params), channel_ratio (fraction of channels removed a layer), lam
+# (SSS lambda), compression (8: 8x fewer nonzero weights); a row names at least one
+SETTINGS = ("target_sparsity", "size_fraction", "channel_ratio", "lam", "compression")
+KEY = ("lab", "method", "model", "seed") + SETTINGS
 STAGE_ENV = "LABKIT_STAGE"
 
 
@@ -77,17 +77,15 @@ def _clean(v):
     return v
 
 
-def record(cfg, data, *, method: str, model: str, point, accuracy: float, metrics: dict,
-           accuracy_official: float | None = None, path: Path | str | None = None, **extra) -> dict:
+def record(cfg, data, *, method: str, model: str, accuracy: float, metrics: dict,
+           accuracy_official: float | None = None, path: Path | str | None = None,
+           **fields) -> dict:
     """Add (or replace) the row of one measured model and return it.
 
-    cfg: the notebook's Config; data: its Data (gives dataset name, hash, test label);
-    point: what identifies this model within the method (e.g. the target sparsity);
-    accuracy: accuracy in [0, 1] on data.test (the row's ``test_set`` names it);
-    accuracy_official: required when data has an ``official`` split (the partial
-    official test set kept beside a held-out test split, Data.holdout_as_test):
-    the accuracy on it, stored with its label as ``official_set``;
-    metrics: the dict of metrics.measure.
+    accuracy: on data.test, a fraction (the row's test_set names the split);
+    accuracy_official: required exactly when data has an official split (stored with
+    official_set); metrics: metrics.measure's dict; fields: at least one of SETTINGS
+    (finite numbers; the others are stored as None) and any extra fields.
     """
     for name, value in (("accuracy", accuracy), ("accuracy_official", accuracy_official)):
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
@@ -98,15 +96,22 @@ def record(cfg, data, *, method: str, model: str, point, accuracy: float, metric
         raise ValueError(f"accuracy_official={accuracy_official!r}: "
                          f"give it exactly when data has an "
                          f"official split (here: {getattr(data, 'official_label', '') or 'none'})")
-    row = dict(lab=cfg.lab, method=method, model=model, point=_clean(point), dataset=data.name,
+    settings = {k: _clean(fields.pop(k, None)) for k in SETTINGS}
+    if "point" in fields or all(v is None for v in settings.values()):
+        raise ValueError(f"point={fields.get('point')!r}: name the row's setting instead, "
+                         f"at least one of {SETTINGS}")
+    for k, v in settings.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v)):
+            raise ValueError(f"{k}={v!r} must be a finite number")
+    row = dict(lab=cfg.lab, method=method, model=model, **settings, dataset=data.name,
                synthetic=data.synthetic, data_hash=data.hash, test_set=data.test_label,
                profile=cfg.profile, device=config.device_name(cfg.device), seed=cfg.seed,
                config=cfg.hash(), git=config.git_commit(), accuracy=float(accuracy),
                time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     row.update(accuracy_official=None if accuracy_official is None else float(accuracy_official),
                official_set=getattr(data, "official_label", "") or None)
-    row.update({k: _clean(v) for k, v in metrics.items()})
-    row.update({k: _clean(v) for k, v in extra.items()})
+    row.update({k: _clean(v) for k, v in {**metrics, **fields}.items()})
     path = Path(path) if path is not None else path_for(cfg.profile)
     _rewrite(path, lambda rows: [r for r in rows if _key(r) != _key(row)] + [row])
     return row
@@ -182,27 +187,26 @@ def _number(v, what: str) -> float:
     return float(v)
 
 
-def aggregate(rows: list[dict], by=("method", "point"), fields=("accuracy",)) -> list[dict]:
+def aggregate(rows: list[dict], by=None, fields=("accuracy",)) -> list[dict]:
     """Mean and spread over seeds: one row per distinct `by` value (first-seen order).
 
-    Each output row holds the `by` fields, ``n`` (rows in the group), ``seeds``,
-    and for each of `fields`: ``<field>_mean`` and ``<field>_std`` (sample
-    standard deviation, n - 1 in the denominator; None when n < 2). Every
-    row must have every `by` and `fields` key; a field may be None in a row
-    (e.g. a latency not measured), and is then left out of that field's mean.
+    by=None: every KEY field but seed (a field a row lacks counts as None); else each
+    row must have every `by` field. Each output row holds the `by` fields, n, seeds,
+    and per field of `fields` (each row must have it; None values are left out):
+    <field>_mean and <field>_std (sample std, n - 1; None when n < 2).
     """
     if isinstance(by, str) or isinstance(fields, str):
         raise TypeError(f"by={by!r} and fields={fields!r} must be sequences of field names, "
                         f"not strings")
-    by, fields = tuple(by), tuple(fields)
-    groups: dict = {}
+    strict, by = by is not None, tuple(k for k in KEY if k != "seed") if by is None else tuple(by)
+    fields, groups = tuple(fields), {}
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
             raise TypeError(f"row {i} is a {type(r).__name__}, not a dict")
-        for k in by + fields:
+        for k in (by if strict else ()) + fields:
             if k not in r:
                 raise ValueError(f"row {i} has no field {k!r} (it has {sorted(r)})")
-        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+        groups.setdefault(tuple(r.get(k) for k in by), []).append(r)
     out = []
     for key, group in groups.items():
         agg = dict(zip(by, key), n=len(group), seeds=[r.get("seed") for r in group])
@@ -217,11 +221,8 @@ def aggregate(rows: list[dict], by=("method", "point"), fields=("accuracy",)) ->
 
 
 def frontier(rows: list[dict], cost: str, accuracy: str = "accuracy_mean") -> list[dict]:
-    """The rows on the Pareto frontier of (cost, accuracy): lower `cost` and
-    higher `accuracy` are better; sorted by cost. Rows whose cost or accuracy
-    is None are left out. Uses labkit.metrics.pareto_front."""
-    from .metrics import pareto_front
-
+    """The rows on the Pareto frontier of (cost, accuracy) (metrics.pareto_front), sorted
+    by cost; rows whose cost or accuracy is None are left out."""
     for i, r in enumerate(rows):
         if cost not in r or accuracy not in r:
             raise ValueError(f"row {i} lacks {cost!r} or {accuracy!r} (it has {sorted(r)})")

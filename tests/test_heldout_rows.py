@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 import labkit as lk
-from labkit.methods.greedy import train_subset
 
 
 def _cfg(dataset="synthetic-cifar10"):
@@ -45,23 +44,23 @@ def test_official_split_is_an_error_without_one(held):
 
 def test_record_keeps_the_official_accuracy_beside_and_names_both_sets(tmp_env, held):
     d = held.holdout_as_test()
-    row = lk.results.record(_cfg(), d, method="m", model="vgg", point=1, accuracy=0.5,
+    row = lk.results.record(_cfg(), d, method="m", model="vgg", target_sparsity=0.0, accuracy=0.5,
                             accuracy_official=0.25, metrics={})
     assert row["test_set"] == d.test_label and "held-out" in row["test_set"]
     assert row["accuracy_official"] == 0.25 and row["official_set"] == held.test_label
     with pytest.raises(ValueError, match="accuracy_official=None"):
-        lk.results.record(_cfg(), d, method="m", model="vgg", point=2, accuracy=0.5, metrics={})
+        lk.results.record(_cfg(), d, method="m", model="vgg", target_sparsity=0.5, accuracy=0.5, metrics={})
     with pytest.raises(ValueError, match="accuracy_official=1.5"):
-        lk.results.record(_cfg(), d, method="m", model="vgg", point=2, accuracy=0.5,
+        lk.results.record(_cfg(), d, method="m", model="vgg", target_sparsity=0.5, accuracy=0.5,
                           accuracy_official=1.5, metrics={})
 
 
 def test_record_without_an_official_split_refuses_one(tmp_env, tiny_data):
-    row = lk.results.record(_cfg("mnist"), tiny_data, method="m", model="mlp", point=1, accuracy=0.5,
+    row = lk.results.record(_cfg("mnist"), tiny_data, method="m", model="mlp", target_sparsity=0.0, accuracy=0.5,
                             metrics={})
     assert row["accuracy_official"] is None and row["official_set"] is None
     with pytest.raises(ValueError, match="accuracy_official=0.3"):
-        lk.results.record(_cfg("mnist"), tiny_data, method="m", model="mlp", point=1,
+        lk.results.record(_cfg("mnist"), tiny_data, method="m", model="mlp", target_sparsity=0.0,
                           accuracy=0.5, accuracy_official=0.3, metrics={})
 
 
@@ -82,8 +81,8 @@ def test_finding_prints_what_it_found(capsys):
 
 
 def test_train_subset_none_is_every_image(tiny_data):
-    assert train_subset(tiny_data, None) is tiny_data
-    assert len(train_subset(tiny_data, 100).train) == 100
+    assert tiny_data.subset(None) is tiny_data
+    assert len(tiny_data.subset(100).train) == 100
 
 
 def test_points_reads_a_limit_as_written():

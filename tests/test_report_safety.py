@@ -27,7 +27,7 @@ import labkit as lk
 cfg = NS(lab="91", profile=profile, device=torch.device("cpu"), seed=0, hash=lambda: "cfg91")
 data = NS(name="synthetic-test", synthetic=True, hash="d91", test_label="test")
 def rec(point):
-    lk.results.record(cfg, data, method="m", model="x", point=point, accuracy=0.5, metrics=dict(params=1))
+    lk.results.record(cfg, data, method="m", model="x", target_sparsity=point, accuracy=0.5, metrics=dict(params=1))
 def fig(label):
     f = lk.plots.plt.figure(figsize=(2, 2)); f.text(0.5, 0.5, label); lk.plots.save(f, cfg, "headline")
 """
@@ -104,8 +104,8 @@ def kill_leftovers(*pgids: int) -> None:
 def seed_earlier_run(out_dir: Path) -> dict:
     """An earlier good run of lab 91 (plus a row of lab 92): its files' bytes by name."""
     (out_dir / "figures").mkdir(parents=True)
-    rows = [dict(lab="91", method="m", model="x", point=0.1, seed=0, accuracy=0.9),
-            dict(lab="92", method="m", model="x", point=0.1, seed=0, accuracy=0.8)]
+    rows = [dict(lab="91", method="m", model="x", target_sparsity=0.1, seed=0, accuracy=0.9),
+            dict(lab="92", method="m", model="x", target_sparsity=0.1, seed=0, accuracy=0.8)]
     (out_dir / "results.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     (out_dir / "figures" / "91_headline.png").write_bytes(b"the good figure")
     (out_dir / "91_lab.ipynb").write_text('{"the": "good report"}')
@@ -129,13 +129,13 @@ def index_line(out_dir: Path, name: str) -> str:
 def test_a_failed_rerun_keeps_the_earlier_rows_report_and_figures(tmp_path):
     books, out_dir = tmp_path / "notebooks", tmp_path / "reports" / "smoke"
     out_dir.mkdir(parents=True)
-    (out_dir / "results.jsonl").write_text(json.dumps(dict(lab="92", method="m", point=0.1)) + "\n")
+    (out_dir / "results.jsonl").write_text(json.dumps(dict(lab="92", method="m", target_sparsity=0.1)) + "\n")
     (out_dir / ".91_lab.running").mkdir()   # left by a killed run: cleared
     notebook(books / "91_lab.ipynb", "rec(0.1); rec(0.2); fig('good')")
     good = report(tmp_path, books)
     assert good.returncode == 0, good.stdout + good.stderr
     rows = rows_of(out_dir)
-    assert [(r["lab"], r["point"]) for r in rows] == [("92", 0.1), ("91", 0.1), ("91", 0.2)]
+    assert [(r["lab"], r["target_sparsity"]) for r in rows] == [("92", 0.1), ("91", 0.1), ("91", 0.2)]
     assert not list(out_dir.glob(".*.running*"))
     before = snapshot(out_dir)
     assert len(before) == 4
@@ -156,7 +156,7 @@ def test_a_failed_rerun_keeps_the_earlier_rows_report_and_figures(tmp_path):
     again = report(tmp_path, books)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "(2 earlier results rows of lab 91 replaced by this run)" in again.stdout
-    assert [(r["lab"], r["point"]) for r in rows_of(out_dir)] == [("92", 0.1), ("91", 0.4)]
+    assert [(r["lab"], r["target_sparsity"]) for r in rows_of(out_dir)] == [("92", 0.1), ("91", 0.4)]
     assert (out_dir / "figures" / "91_headline.png").read_bytes() != before["figures/91_headline.png"]
     assert not (out_dir / "91_lab.FAILED.ipynb").exists() and not (out_dir / "91_lab.FAILED.html").exists()
     assert index_line(out_dir, "91_lab").startswith("| 91_lab | ok |")
@@ -215,7 +215,7 @@ def test_d_a_second_run_of_the_same_profile_refuses_and_leaves_the_first_alone(t
         assert proc.wait(timeout=RUN_TIMEOUT) == 0, log.read_text()
     finally:
         kill_leftovers(proc.pid, kernel)
-    assert sorted((r["lab"], r["point"]) for r in rows_of(out_dir)) == [("91", 0.6), ("91", 0.7), ("92", 0.1)]
+    assert sorted((r["lab"], r["target_sparsity"]) for r in rows_of(out_dir)) == [("91", 0.6), ("91", 0.7), ("92", 0.1)]
     assert not list(out_dir.glob(".*.running*"))
 
 
@@ -244,8 +244,8 @@ def test_timeout_must_be_positive(tmp_path, monkeypatch, capsys):
 def test_stage_and_adopt_swap_only_the_runs_rows(tmp_path, monkeypatch):
     main, staged = tmp_path / "smoke" / "results.jsonl", tmp_path / "smoke" / ".01_x.running" / "results.jsonl"
     main.parent.mkdir()
-    old = [dict(lab="01", method="a", model="m", point=1, seed=0), dict(lab="02", method="b", model="m", point=1, seed=0),
-           dict(lab="02", method="c", model="m", point=1, seed=0)]
+    old = [dict(lab="01", method="a", model="m", target_sparsity=1, seed=0), dict(lab="02", method="b", model="m", target_sparsity=1, seed=0),
+           dict(lab="02", method="c", model="m", target_sparsity=1, seed=0)]
     main.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in old))
     base = lk.results.stage(main, "01", staged)
     assert base == old[1:] and lk.results.load(staged) == old[1:]
@@ -253,8 +253,8 @@ def test_stage_and_adopt_swap_only_the_runs_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_STAGE", str(staged.parent))
     assert lk.results.path_for("smoke") == staged            # the run writes into its stage
     assert lk.results.path_for("cpu") == tmp_path / "cpu" / "results.jsonl"   # other profiles are not staged
-    new = dict(lab="01", method="a", model="m", point=2, seed=0)
-    moved = dict(lab="02", method="c", model="m", point=1, seed=0, accuracy=0.7)   # re-recorded by the run
+    new = dict(lab="01", method="a", model="m", target_sparsity=2, seed=0)
+    moved = dict(lab="02", method="c", model="m", target_sparsity=1, seed=0, accuracy=0.7)   # re-recorded by the run
     with open(staged, "a") as f:
         f.write(json.dumps(new, sort_keys=True) + "\n")
     lk.results._rewrite(staged, lambda rows: [r for r in rows if r["method"] != "c"] + [moved])

@@ -20,13 +20,31 @@ def _cfg():
 def test_record_replaces_same_key(tmp_env, tiny_data):
     cfg = _cfg()
     for acc in (0.5, 0.7):
-        lk.results.record(cfg, tiny_data, method="m", model="mlp", point=0.5, accuracy=acc, metrics={})
-    lk.results.record(cfg, tiny_data, method="m", model="mlp", point=0.9, accuracy=0.4, metrics={})
+        lk.results.record(cfg, tiny_data, method="m", model="mlp", target_sparsity=0.5, accuracy=acc, metrics={})
+    lk.results.record(cfg, tiny_data, method="m", model="mlp", target_sparsity=0.9, accuracy=0.4, metrics={})
     rows = lk.results.load(lk.results.path_for("smoke"))
-    assert [(r["point"], r["accuracy"]) for r in rows] == [(0.5, 0.7), (0.9, 0.4)]
+    assert [(r["target_sparsity"], r["accuracy"]) for r in rows] == [(0.5, 0.7), (0.9, 0.4)]
     r = rows[0]
     assert r["dataset"] == "synthetic-mnist" and r["synthetic"] and r["profile"] == "smoke"
     assert "cpu" in r["device"] and "NOT real" in r["test_set"]
+
+
+def test_rows_name_their_setting_and_are_keyed_by_it(tmp_env, tiny_data):
+    cfg = _cfg()
+    rec = lk.results.record
+    rec(cfg, tiny_data, method="m", model="vgg", channel_ratio=0.4, target_sparsity=0.5,
+        accuracy=0.6, metrics={})
+    rec(cfg, tiny_data, method="m", model="vgg", channel_ratio=0.4, accuracy=0.7, metrics={})
+    rec(cfg, tiny_data, method="m", model="vgg", channel_ratio=0.4, accuracy=0.8, metrics={})
+    rows = lk.results.load(lk.results.path_for("smoke"))
+    assert [(r["target_sparsity"], r["accuracy"]) for r in rows] == [(0.5, 0.6), (None, 0.8)]
+    assert all(set(lk.results.SETTINGS) <= set(r) and "point" not in r for r in rows)
+    for bad in (dict(), dict(point=0.5), dict(lam="0.4+0.5"), dict(compression=float("inf"))):
+        with pytest.raises(ValueError, match=r"target_sparsity|lam=|compression=inf"):
+            rec(cfg, tiny_data, method="m", model="vgg", accuracy=0.5, metrics={}, **bad)
+    agg = lk.results.aggregate(rows + [{**rows[1], "seed": 1, "accuracy": 0.6}])
+    assert [(a["channel_ratio"], a["target_sparsity"], a["n"]) for a in agg] == [(0.4, 0.5, 1), (0.4, None, 2)]
+    assert agg[1]["accuracy_mean"] == pytest.approx(0.7) and agg[1]["lab"] == "t"
 
 
 def test_corrupt_line_is_named(tmp_path):
@@ -38,7 +56,7 @@ def test_corrupt_line_is_named(tmp_path):
 
 def test_record_rejects_bad_accuracy(tmp_env, tiny_data):
     with pytest.raises(ValueError, match="accuracy=93.2"):
-        lk.results.record(_cfg(), tiny_data, method="m", model="mlp", point=0, accuracy=93.2, metrics={})
+        lk.results.record(_cfg(), tiny_data, method="m", model="mlp", target_sparsity=0, accuracy=93.2, metrics={})
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
@@ -103,7 +121,7 @@ def test_truncated_checkpoint_detected(tmp_path):
 
 
 def test_results_file_survives_json_roundtrip(tmp_env, tiny_data):
-    row = lk.results.record(_cfg(), tiny_data, method="m", model="mlp", point=0.1, accuracy=0.5,
+    row = lk.results.record(_cfg(), tiny_data, method="m", model="mlp", target_sparsity=0.1, accuracy=0.5,
                             metrics={"latency_cpu_ms": float("nan"), "x": torch.tensor(3.0)})
     assert row["latency_cpu_ms"] is None and row["x"] == 3.0
     line = lk.results.path_for("smoke").read_text().strip()
@@ -117,9 +135,9 @@ def test_markdown_table():
 
 def test_adopting_a_run_without_rows_drops_only_that_lab(tmp_env, tiny_data):
     cfg = _cfg()
-    lk.results.record(cfg, tiny_data, method="m", model="mlp", point=0.1, accuracy=0.5, metrics={})
+    lk.results.record(cfg, tiny_data, method="m", model="mlp", target_sparsity=0.1, accuracy=0.5, metrics={})
     other = lk.config.make("smoke", {"smoke": {}}, lab="u", dataset="mnist")
-    lk.results.record(other, tiny_data, method="m", model="mlp", point=0.1, accuracy=0.5, metrics={})
+    lk.results.record(other, tiny_data, method="m", model="mlp", target_sparsity=0.1, accuracy=0.5, metrics={})
     path = lk.results.path_for("smoke")
     staged = tmp_env / "staged.jsonl"
     base = lk.results.stage(path, "t", staged)
