@@ -1,32 +1,30 @@
 """labkit: the helper library of the pruning labs. ``import labkit as lk``.
 
-Modules, lowest first (data flows one way):
-config -> io -> data -> models -> train -> prune -> sensitivity -> metrics
--> results -> plots; report (the papermill runner) is used only by the CLI.
+Modules by level; a module imports only from its own level or below (tests/test_layers.py):
+  0 config, io                       settings, paths, validators; atomic and checksummed files
+  1 data, models, guard              datasets and loaders; MLP / VGG / ResNet; the runner's guard
+  2 prune/                           primitives that never train: masks, magnitude, units,
+                                     channels, nm
+  3 metrics, sparse, sensitivity     size, MACs, latency; sparse formats; layer sensitivity
+  4 train                            fit, evaluate, the cached dense models
+  5 methods/                         prune-and-train methods: schedules, greedy, sss (prune_to)
+  6 results, plots, compare          results rows, figures, every method on one frontier
+  7 report, __init__                 the papermill runner (CLI only); configure()
 """
-__version__ = "0.1.0"
-
-from . import (  # noqa: E402
-    config, data, io, methods, metrics, models, plots, prune, recipes, results, sensitivity, sparse,
-    train,
+from . import (
+    compare, config, data, io, methods, metrics, models, plots, prune, recipes, results,
+    sensitivity, sparse, train,
 )
-from .config import Config  # noqa: E402
+from .config import Config, __version__
 
 
 def configure(profile: str | None, hparams: dict, *, lab: str, dataset: str, seed=None,
               device=None, data_folder=None, model: str | None = None, quiet: bool = False,
               **overrides) -> Config:
-    """Set up one notebook run: settings, seed, device, and data; print the stamp.
-
-    profile: 'smoke' | 'cpu' | 'full', or None: $LABKIT_PROFILE, else 'cpu';
-    hparams: {profile: {setting: value}};
-    dataset: 'mnist' or 'cifar10' (smoke uses the synthetic stand-in);
-    data_folder: an ImageFolder tree to use as CIFAR-10 (else $LABKIT_CIFAR10_FOLDER);
-    model: the dense model the lab starts from: its recipe's data split
-           (recipes.data_split) is loaded, and hparams may not set one;
-    overrides: settings to replace, None = keep the profile's value.
-    The returned Config holds the loaded Data as ``cfg.data`` (on cfg.device).
-    """
+    """Set up one notebook run: settings, seed, device and data (``cfg.data``, on cfg.device);
+    print the stamp. profile: None means $LABKIT_PROFILE, else 'cpu'; dataset: 'mnist' or
+    'cifar10'; data_folder: an ImageFolder tree to use as CIFAR-10; model: the dense model the
+    lab starts from (its recipes.data_split is loaded; hparams may not set one)."""
     profile = config.default_profile() if profile is None else profile
     cfg = config.make(profile, hparams, lab=lab, dataset=dataset, seed=seed, device=device,
                       **overrides)

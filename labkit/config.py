@@ -1,18 +1,9 @@
-"""Profiles, paths, device choice, seeding and the environment stamp.
+"""Profiles, paths, device choice, seeding, the environment stamp and the shared validators.
 
-The lowest module of labkit: it imports nothing else from the package.
-
-A *profile* says what kind of run this is:
-
-| profile | data                               | scale                          |
-|---------|------------------------------------|--------------------------------|
-| smoke   | synthetic stand-ins, no files      | tiny widths, 1 epoch, few pts  |
-| cpu     | real MNIST / CIFAR-10              | laptop-sized (minutes)         |
-| full    | real MNIST / CIFAR-10              | original sizes (one GPU)       |
-
-Each notebook keeps its own hyper-parameters as one dict per profile (airbench
-style) and hands it to :func:`make`, which merges the overrides and returns a
-:class:`Config`.
+Level 0 of labkit: imports nothing from the package. A profile says what kind of run this is:
+smoke (synthetic stand-ins, tiny sizes), cpu (real MNIST / CIFAR-10, laptop-sized), full
+(original sizes, one GPU). Each notebook keeps one hyper-parameter dict per profile and hands
+them to :func:`make`, which returns a :class:`Config`.
 """
 from __future__ import annotations
 
@@ -27,21 +18,47 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+import torchvision
 
+__version__ = "0.1.0"
 PROFILES = ("smoke", "cpu", "full")
-# Real dataset name -> the synthetic stand-in used by the smoke profile.
-SYNTHETIC = {"mnist": "synthetic-mnist", "cifar10": "synthetic-cifar10"}
-
+SYNTHETIC = {"mnist": "synthetic-mnist", "cifar10": "synthetic-cifar10"}  # smoke's stand-ins
 _PKG = Path(__file__).resolve().parent
-# The project root when labkit runs from its checkout (editable install);
-# otherwise the working directory.
+# the project root when labkit runs from its checkout (editable install), else the working dir
 ROOT = _PKG.parent if (_PKG.parent / "pyproject.toml").exists() else Path.cwd()
 
 
+def check_choice(name: str, value, allowed) -> None:
+    """ValueError naming `value` unless it is one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {tuple(allowed)}")
+
+
+def check_int(name: str, value, lo: int, hi: int | None = None, what: str = "") -> int:
+    """Validate an integer in [lo, hi] (hi None: no upper bound); `what` explains the bounds."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (
+            hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        what = f"; {what}" if what else ""
+        raise ValueError(f"{name}={value!r} must be {bound} (an integer{what})")
+    return value
+
+
+def check_fraction(name: str, value, *, allow_one: bool = False) -> float:
+    """Validate a sparsity-like fraction: a real number in [0, 1) ([0, 1] if allow_one)."""
+    allowed = f"[0, 1{']' if allow_one else ')'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}={value!r} must be a number in {allowed}")
+    value = float(value)
+    if math.isnan(value) or value < 0 or not (value <= 1 if allow_one else value < 1):
+        raise ValueError(f"{name}={value!r} is outside the allowed range {allowed}")
+    return value
+
+
 def _path_from_env(var: str, default: Path) -> Path:
-    """An absolute path from environment variable `var`; relative values are
-    taken relative to the project root (so notebooks run from any folder)."""
+    """An absolute path from $`var` (relative to the project root), else `default`."""
     value = os.environ.get(var)
     if not value:
         return default
@@ -60,31 +77,26 @@ def cache_root() -> Path:
 
 
 def reports_root() -> Path:
-    """Where reports and results.jsonl are written: ``$LABKIT_REPORTS``, else
-    ``<root>/reports/interactive`` (a notebook run by hand never writes over the
-    committed report; ``python -m labkit report`` sets ``<root>/reports``)."""
+    """Where reports and results.jsonl go: ``$LABKIT_REPORTS``, else <root>/reports/interactive
+    (a notebook run by hand never writes over the committed report)."""
     return _path_from_env("LABKIT_REPORTS", ROOT / "reports" / "interactive")
 
 
 def cifar10_folder() -> Path | None:
-    """An ImageFolder tree (``train/``, ``test/``) to use as CIFAR-10, from
-    ``$LABKIT_CIFAR10_FOLDER``; None when unset."""
+    """An ImageFolder tree (train/, test/) to use as CIFAR-10: $LABKIT_CIFAR10_FOLDER or None."""
     value = os.environ.get("LABKIT_CIFAR10_FOLDER")
     return _path_from_env("LABKIT_CIFAR10_FOLDER", ROOT) if value else None
 
 
 def default_profile() -> str:
-    """The profile of a notebook run by hand: ``$LABKIT_PROFILE``, else 'cpu'
-    (real data). Papermill, nbval and the tests inject their own."""
+    """The profile of a notebook run by hand: ``$LABKIT_PROFILE``, else 'cpu'."""
     profile = os.environ.get("LABKIT_PROFILE") or "cpu"
-    if profile not in PROFILES:
-        raise ValueError(f"LABKIT_PROFILE={profile!r} is not one of {PROFILES}")
+    check_choice("LABKIT_PROFILE", profile, PROFILES)
     return profile
 
 
 def progress() -> bool:
-    """Whether progress bars are shown: off when $LABKIT_PROGRESS is '0'
-    (the report runner sets it, so executed reports stay readable)."""
+    """Whether progress bars are shown: off when $LABKIT_PROGRESS is '0' (report runs)."""
     return os.environ.get("LABKIT_PROGRESS", "1") != "0"
 
 
@@ -104,8 +116,7 @@ def choose_device(name: str | None = None) -> torch.device:
 
 @functools.lru_cache(maxsize=None)
 def native_bf16() -> bool:
-    """True when this CPU reports bf16 arithmetic in hardware (x86 flags
-    avx512_bf16 or amx_bf16, Arm's bf16), read from /proc/cpuinfo."""
+    """True when /proc/cpuinfo lists bf16 in hardware (avx512_bf16, amx_bf16 or Arm's bf16)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -116,41 +127,25 @@ def native_bf16() -> bool:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The dtype fit and evaluate autocast to on `device`, or None for fp32.
-
-    bf16 on CUDA; on a CPU only where it has native bf16 (there it is faster
-    than fp32). Without it oneDNN emulates bf16, which is much slower than
-    fp32, so such CPUs train in fp32 (step times per dtype: benchmarks/steps.py,
-    see benchmarks/README.md).
-    $LABKIT_PRECISION=fp32 forces fp32 everywhere."""
+    """bf16 on CUDA and on CPUs with native bf16 (emulated bf16 is slower than fp32), else
+    None (fp32); $LABKIT_PRECISION=fp32 forces fp32 everywhere."""
     precision = os.environ.get("LABKIT_PRECISION") or "auto"
-    if precision not in ("auto", "fp32"):
-        raise ValueError(f"LABKIT_PRECISION={precision!r} is not one of ('auto', 'fp32')")
-    if precision == "fp32":
-        return None
-    if device.type == "cuda" or (device.type == "cpu" and native_bf16()):
+    check_choice("LABKIT_PRECISION", precision, ("auto", "fp32"))
+    if precision == "auto" and (device.type == "cuda" or (device.type == "cpu" and native_bf16())):
         return torch.bfloat16
     return None
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy (when present) and torch on every device."""
+    """Seed Python, NumPy and torch on every device."""
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # pragma: no cover
-        pass
+    np.random.seed(seed % 2**32)
 
 
 class Config(dict):
-    """A dict of settings with attribute access (``cfg.epochs``).
-
-    Always holds: profile, lab, seed, device (torch.device), dataset, plus the
-    lab's hyper-parameters for this profile.
-    """
+    """A dict of settings with attribute access (``cfg.epochs``): profile, lab, seed,
+    device (torch.device), dataset, plus the lab's hyper-parameters for this profile."""
 
     def __getattr__(self, key):
         try:
@@ -175,27 +170,20 @@ class Config(dict):
 
 def make(profile: str, hparams: dict, *, lab: str, dataset: str, seed: int | None = None,
          device: str | None = None, **overrides) -> Config:
-    """Build the Config of one notebook run.
-
-    profile:  'smoke', 'cpu' or 'full'.
-    hparams:  {profile: {setting: value}}, the notebook's hyper-parameters.
-    dataset:  the real dataset ('mnist', 'cifar10'); smoke swaps in its
-              synthetic stand-in unless `dataset` already names one.
-    overrides: settings that replace the profile's values; None means "keep".
-    """
-    if profile not in PROFILES:
-        raise ValueError(f"profile={profile!r} is not one of {PROFILES}")
+    """The Config of one notebook run, seeded. hparams: {profile: {setting: value}};
+    dataset: 'mnist' or 'cifar10' (smoke swaps in its synthetic stand-in); overrides
+    replace the profile's settings (None: keep)."""
+    check_choice("profile", profile, PROFILES)
     if not isinstance(hparams, dict) or profile not in hparams:
         raise ValueError(f"hparams must map each profile to a dict; missing {profile!r}")
     settings = dict(hparams[profile])
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key not in settings:
-            raise ValueError(f"unknown setting {key!r}; this lab has {sorted(settings)}")
-        settings[key] = value
-    if profile == "smoke" and dataset in SYNTHETIC:
-        dataset = SYNTHETIC[dataset]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(overrides.keys() - settings.keys())
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}; this lab has {sorted(settings)}")
+    settings.update(overrides)
+    if profile == "smoke":
+        dataset = SYNTHETIC.get(dataset, dataset)
     seed = 0 if seed is None else int(seed)
     cfg = Config(profile=profile, lab=str(lab), seed=seed, dataset=dataset, **settings)
     cfg["device"] = choose_device(device)
@@ -204,24 +192,22 @@ def make(profile: str, hparams: dict, *, lab: str, dataset: str, seed: int | Non
 
 
 def git_commit() -> str:
-    """The short commit of the checkout labkit runs from ('unknown' outside git),
-    with '+dirty' when tracked files outside reports/ have uncommitted changes
-    (a report run rewrites reports/ itself, so those changes say nothing of the code)."""
+    """The short commit of the checkout ('unknown' outside git), '+dirty' when tracked files
+    outside reports/ changed (a report run rewrites reports/ itself)."""
+    git = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports"]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)reports"], cwd=ROOT, capture_output=True, text=True,
-                               timeout=5)
+        dirty = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, timeout=5)
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
 def device_name(device: torch.device) -> str:
-    """A human label for the device, e.g. 'cpu (2 threads)' or the GPU's name."""
+    """A human label for the device, e.g. 'cpu (2 threads, x86_64, AVX512, fp32)' or the GPU."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
@@ -233,31 +219,14 @@ def device_name(device: torch.device) -> str:
 
 
 def stamp(cfg: Config, data_source: str = "", data_hash: str = "") -> str:
-    """The environment stamp every notebook prints: versions, device, seed,
-    profile, data source and hash, git commit."""
-    import torchvision
-
-    from . import __version__
-
-    lines = [
+    """The environment stamp every notebook prints: versions, device, seed, profile, data
+    source and hash, git commit."""
+    synthetic = " (SYNTHETIC stand-in, not real data)" if cfg.synthetic else ""
+    return "\n".join([
         f"labkit {__version__} | python {sys.version.split()[0]} | torch {torch.__version__}"
         f" | torchvision {torchvision.__version__}",
         f"profile {cfg.profile} | lab {cfg.lab} | seed {cfg.seed}"
         f" | device {device_name(cfg.device)}",
-        f"data {cfg.dataset}{' (SYNTHETIC stand-in, not real data)' if cfg.synthetic else ''}"
-        f" | source {data_source or '-'} | sha256 {data_hash or '-'}",
+        f"data {cfg.dataset}{synthetic} | source {data_source or '-'} | sha256 {data_hash or '-'}",
         f"git {git_commit()} | config {cfg.hash()}",
-    ]
-    return "\n".join(lines)
-
-
-def check_fraction(name: str, value, *, allow_one: bool = False) -> float:
-    """Validate a sparsity-like fraction: a real number in [0, 1) ([0, 1] if allow_one)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}={value!r} must be a number in [0, 1{']' if allow_one else ')'}")
-    value = float(value)
-    upper_ok = value <= 1 if allow_one else value < 1
-    if math.isnan(value) or value < 0 or not upper_ok:
-        raise ValueError(f"{name}={value!r} is outside the allowed range "
-                         f"[0, 1{']' if allow_one else ')'}")
-    return value
+    ])

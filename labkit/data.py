@@ -1,22 +1,11 @@
-"""Datasets as tensors, and the in-memory DeviceLoader.
+"""Datasets as tensors (uint8 images x: (N, C, H, W), int64 labels y: (N,)) and DeviceLoader,
+which normalises and augments whole batches on the training device.
 
-Every dataset is held as uint8 images ``x: (N, C, H, W)`` and int64 labels
-``y: (N,)``; normalisation and augmentation happen on whole batches on the
-training device (no per-image Python in the loop, no DataLoader workers).
-
-Sources (``load(name)``):
-- ``mnist``: torchvision's MNIST files under ``$LABKIT_DATA/MNIST/raw``.
-- ``cifar10``: an ImageFolder tree from ``$LABKIT_CIFAR10_FOLDER`` (or the
-  ``folder=`` argument) when given, else torchvision's CIFAR10 pickles under
-  ``$LABKIT_DATA/cifar-10-batches-py``.
-- ``synthetic-mnist`` / ``synthetic-cifar10``: deterministic, learnable
-  stand-ins shaped and normalised like the real ones; no files needed.
-
-The validation split is carved from train by a fixed permutation (independent
-of the run's seed); test stays the test set. ``holdout=N`` also sets aside the
-last N images of that permutation as a held-out split (never trained on, never
-used for validation): validation and, while ``train_subset`` fits in what is
-left, the training images are the same with or without it.
+Sources of load(name): 'mnist' (torchvision's files under $LABKIT_DATA/MNIST/raw), 'cifar10'
+(an ImageFolder tree from $LABKIT_CIFAR10_FOLDER or folder=, else torchvision's pickles under
+$LABKIT_DATA/cifar-10-batches-py), 'synthetic-mnist' / 'synthetic-cifar10' (deterministic,
+learnable stand-ins, no files). Val is carved from train by a fixed permutation (VAL_SEED);
+holdout=N sets aside its last N images, leaving val (and train, while it fits) unchanged.
 """
 from __future__ import annotations
 
@@ -26,28 +15,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import torchvision
+from PIL import Image
+from torchvision.datasets.utils import check_integrity
 
 from . import config
 from .io import atomic_save, load_verified
 
 DATASETS = ("mnist", "cifar10", "synthetic-mnist", "synthetic-cifar10")
-MNIST_STATS = ((0.1307,), (0.3081,))
-CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+STATS = {"mnist": ((0.1307,), (0.3081,)),
+         "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 VAL_SEED = 20241  # fixed: the validation split never depends on the run's seed
 SPLITS = ("train", "val", "test", "holdout", "official")
 OPTIONAL_SPLITS = {"holdout": "loaded with load(..., holdout=N), N > 0",
                    "official": "from holdout_as_test()"}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass
 class Split:
-    """One split: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,). Treated as
-    immutable: a subset or a move to another device is a new Split.
-    ``index``: int64 (N,) on the CPU, the position of each image in the source's
-    training set, for the splits load() carves from it (None otherwise)."""
+    """One split, treated as immutable: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,); ``index``
+    int64 (N,) on the CPU: each image's position in the source's training set (or None)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -58,14 +51,14 @@ class Split:
         return len(self.y)
 
     def prepared(self, pad: int = 4) -> torch.Tensor:
-        """mirror_pad(x, pad): (N, H + 2 pad, 2 (W + 2 pad), C), made on first use and
-        kept, so every augmented loader over this split shares it (for 32x32 RGB
-        images with pad 4 it holds 3.1x the bytes of x)."""
+        """mirror_pad(x, pad): (N, H + 2 pad, 2 (W + 2 pad), C), made once and shared by every
+        augmented loader over this split."""
         if pad not in self._prepared:
             self._prepared[pad] = mirror_pad(self.x, pad)
         return self._prepared[pad]
 
     def to(self, device) -> "Split":
+        """This split on `device` (index stays on the CPU)."""
         return Split(self.x.to(device), self.y.to(device), self.index)
 
 
@@ -91,13 +84,13 @@ class Data:
 
     @property
     def indices(self) -> dict:
-        """{'train', 'val'[, 'holdout']: int64 (N,)}: each split's positions in the
-        source's training set (splits whose Split.index is None are left out)."""
+        """{'train', 'val'[, 'holdout']: int64 (N,)}: positions in the source's training set."""
         splits = {"train": self.train, "val": self.val, "holdout": self.holdout}
         return {k: s.index for k, s in splits.items() if s is not None and s.index is not None}
 
     @property
     def synthetic(self) -> bool:
+        """True for a synthetic stand-in."""
         return self.name.startswith("synthetic-")
 
     @property
@@ -107,8 +100,8 @@ class Data:
 
     @property
     def label(self) -> str:
-        """A short name for figure titles: the dataset, plus what makes it other
-        than the standard one (synthetic data, a training subset, a test subset)."""
+        """A short name for figure titles: the dataset, plus what makes it other than the
+        standard one (synthetic data, a training subset, a test subset)."""
         if self.synthetic:
             return f"{self.name} (synthetic, NOT real data)"
         parts = ([f"{len(self.train):,}-image train SUBSET"]
@@ -117,8 +110,7 @@ class Data:
             parts.append(f"accuracy on {len(self.test):,} held-out training images")
         elif "SUBSET" in self.test_label:
             parts.append(f"test SUBSET of {len(self.test):,} images")
-        name = {"mnist": "MNIST", "cifar10": "CIFAR-10"}.get(self.name, self.name)
-        return name + (f" ({', '.join(parts)})" if parts else "")
+        return NAMES.get(self.name, self.name) + (f" ({', '.join(parts)})" if parts else "")
 
     def describe(self) -> str:
         """One line naming the data and the size of each split."""
@@ -128,35 +120,30 @@ class Data:
                 f" / test {len(self.test):,}{held}"
                 f" | test accuracy is on: {self.test_label}{official}")
 
-    def loader(self, split: str, batch_size: int, **kw) -> "DeviceLoader":
-        """A DeviceLoader over one of SPLITS ('train', 'val', 'test', 'holdout' or
-        'official') with this data's normalisation."""
-        if split not in SPLITS:
-            raise ValueError(f"split={split!r} is not one of {SPLITS}")
-        if getattr(self, split) is None:   # the optional splits: say where each comes from
+    def _split(self, split: str) -> Split:
+        """The Split named `split` (one of SPLITS; the optional ones say where they come from)."""
+        config.check_choice("split", split, SPLITS)
+        if getattr(self, split) is None:
             raise ValueError(f"split={split!r} needs data " + OPTIONAL_SPLITS[split])
-        return DeviceLoader(getattr(self, split), batch_size, mean=self.mean, std=self.std, **kw)
+        return getattr(self, split)
+
+    def loader(self, split: str, batch_size: int, **kw) -> "DeviceLoader":
+        """A DeviceLoader over one of SPLITS with this data's normalisation."""
+        return DeviceLoader(self._split(split), batch_size, mean=self.mean, std=self.std, **kw)
 
     def to(self, device) -> "Data":
         """The same data with every split on `device`."""
-        d = Data(**{**self.__dict__})
-        d.train, d.val, d.test = self.train.to(device), self.val.to(device), self.test.to(device)
-        d.holdout = self.holdout.to(device) if self.holdout is not None else None
-        d.official = self.official.to(device) if self.official is not None else None
-        return d
+        moved = {s: getattr(self, s).to(device) for s in SPLITS if getattr(self, s) is not None}
+        return Data(**{**self.__dict__, **moved})
 
     def subset(self, n: int | None, split: str = "train", seed: int | None = 0) -> "Data":
-        """This data with only `n` images of `split` (the one way to take a subset):
-        seed=None: the first n; an int: a fixed random subset (torch.randperm with
-        that seed). Other splits are unchanged; n=None: self. A train subset is noted
-        ('SUBSET'), so labels and figure titles say so."""
+        """This data with only `n` images of `split` (the one way to take a subset): seed=None:
+        the first n; an int: a fixed random subset (torch.randperm with that seed). n=None:
+        self. A train subset is noted ('SUBSET'), so labels and figure titles say so."""
         if n is None:
             return self
-        if split not in SPLITS or getattr(self, split) is None:
-            raise ValueError(f"split={split!r} is not a split of this data")
-        s = getattr(self, split)
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(s):
-            raise ValueError(f"n={n!r} must be an integer in 1..{len(s)} ({split} images)")
+        s = self._split(split)
+        config.check_int("n", n, 1, len(s), f"{split} images")
         idx = (torch.arange(n) if seed is None else
                torch.randperm(len(s), generator=torch.Generator().manual_seed(seed))[:n])
         idx = idx.to(s.x.device)
@@ -166,22 +153,16 @@ class Data:
         return d
 
     def holdout_as_test(self) -> "Data":
-        """The data to compare methods on: where the source's test set is partial
-        (fewer than 10,000 images, e.g. the first 1,000 of CIFAR-10's) and a holdout
-        was set aside, `test` becomes the holdout (labelled as what it is) and the
-        partial test set is kept as `official`, to report beside it. Else self."""
+        """Where the source's test set is partial (< 10,000 images) and a holdout was set aside:
+        `test` becomes the holdout and the partial test set is kept as `official`. Else self."""
         if self.holdout is None or len(self.test) >= 10_000:
             return self
-        d = Data(**{**self.__dict__})
-        d.test, d.test_label = self.holdout, self.holdout_label
-        d.official, d.official_label = self.test, self.test_label
-        return d
+        return Data(**{**self.__dict__, "test": self.holdout, "test_label": self.holdout_label,
+                       "official": self.test, "official_label": self.test_label})
 
-
-# ---------------------------------------------------------------- hashing
 
 def tensor_hash(*tensors: torch.Tensor) -> str:
-    """sha256 over the bytes of the tensors (first 16 hex digits)."""
+    """sha256 over the shapes and bytes of the tensors (first 16 hex digits)."""
     h = hashlib.sha256()
     for t in tensors:
         h.update(str(tuple(t.shape)).encode())
@@ -189,69 +170,51 @@ def tensor_hash(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- sources
+def _torchvision(cls, root: Path, where: str, files: list, hint: str) -> list:
+    """[train, test] datasets of torchvision class `cls` under root, downloaded (or just
+    unpacked) when missing; FileNotFoundError naming the files when that fails."""
+    out = []
+    for train in (True, False):
+        try:
+            out.append(cls(str(root), train=train, download=False))
+        except RuntimeError:
+            try:
+                out.append(cls(str(root), train=train, download=True))
+            except Exception as e:
+                raise FileNotFoundError(
+                    f"{cls.__name__} not found (or corrupt) under {where} and it could not be "
+                    f"downloaded ({type(e).__name__}). Expected files: {', '.join(files)}. "
+                    f"Fetch them on a machine with internet with\n  python -c \"import "
+                    f"torchvision; torchvision.datasets.{cls.__name__}('{root}', download=True)\""
+                    f"\nor {hint}.") from e
+    return out
+
 
 def _mnist(root: Path) -> tuple[Split, Split, str]:
-    """MNIST from torchvision's layout under root/MNIST/raw; verifies md5 of the .gz files."""
-    import torchvision
-    from torchvision.datasets.utils import check_integrity
-
-    raw = root / "MNIST" / "raw"
-    for url, md5 in torchvision.datasets.MNIST.resources:
+    """MNIST from torchvision's layout under root/MNIST/raw; verifies the md5 of the .gz files."""
+    raw, mnist = root / "MNIST" / "raw", torchvision.datasets.MNIST
+    for url, md5 in mnist.resources:
         gz = raw / os.path.basename(url)
         if gz.exists() and not check_integrity(str(gz), md5):
             raise ValueError(f"MNIST file {gz} is corrupt: its md5 is not {md5}; "
                              f"delete it and fetch it again")
-    splits = []
-    for train in (True, False):
-        try:
-            ds = torchvision.datasets.MNIST(str(root), train=train, download=False)
-        except RuntimeError:
-            try:  # online: fetch (or just unpack) the files
-                ds = torchvision.datasets.MNIST(str(root), train=train, download=True)
-            except Exception as e:
-                names = [os.path.basename(u) for u, _ in torchvision.datasets.MNIST.resources]
-                raise FileNotFoundError(
-                    f"MNIST not found under {raw} and it could not be downloaded "
-                    f"({type(e).__name__}). "
-                    f"Expected files: {', '.join(names)}. "
-                    f"Fetch them on a machine with internet with\n"
-                    f"  python -c \"import torchvision; "
-                    f"torchvision.datasets.MNIST('{root}', download=True)\"\n"
-                    f"or point LABKIT_DATA at a folder that holds MNIST/raw.") from e
-        splits.append(Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()))
-    return splits[0], splits[1], str(raw)
+    files = [os.path.basename(u) for u, _ in mnist.resources]
+    sets = _torchvision(mnist, root, str(raw), files,
+                        "point LABKIT_DATA at a folder that holds MNIST/raw")
+    train, test = (Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()) for ds in sets)
+    return train, test, str(raw)
 
 
 def _cifar10_torchvision(root: Path) -> tuple[Split, Split, str]:
     """CIFAR-10 from torchvision's pickled batches under root/cifar-10-batches-py."""
-    import torchvision
-
-    splits = []
-    for train in (True, False):
-        try:
-            ds = torchvision.datasets.CIFAR10(str(root), train=train, download=False)
-        except RuntimeError:
-            try:
-                ds = torchvision.datasets.CIFAR10(str(root), train=train, download=True)
-            except Exception as e:
-                folder = root / torchvision.datasets.CIFAR10.base_folder
-                names = [n for n, _ in torchvision.datasets.CIFAR10.train_list
-                         + torchvision.datasets.CIFAR10.test_list]
-                raise FileNotFoundError(
-                    f"CIFAR-10 not found (or corrupt) under {folder} "
-                    f"and it could not be downloaded "
-                    f"({type(e).__name__}). Expected files: {', '.join(names)}. Fetch them with\n"
-                    f"  python -c \"import torchvision; "
-                    f"torchvision.datasets.CIFAR10('{root}', download=True)\"\n"
-                    f"or set LABKIT_CIFAR10_FOLDER to an ImageFolder tree "
-                    f"with train/ and test/.") from e
-        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        splits.append(Split(x, torch.tensor(ds.targets, dtype=torch.long)))
-    return splits[0], splits[1], str(root / torchvision.datasets.CIFAR10.base_folder)
-
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+    cifar = torchvision.datasets.CIFAR10
+    where = str(root / cifar.base_folder)
+    files = [n for n, _ in cifar.train_list + cifar.test_list]
+    sets = _torchvision(cifar, root, where, files,
+                        "set LABKIT_CIFAR10_FOLDER to an ImageFolder tree with train/ and test/")
+    train, test = (Split(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                         torch.tensor(ds.targets, dtype=torch.long)) for ds in sets)
+    return train, test, where
 
 
 def _list_tree(folder: Path) -> tuple[tuple, dict]:
@@ -265,12 +228,11 @@ def _list_tree(folder: Path) -> tuple[tuple, dict]:
     classes = tuple(sorted(p.name for p in (folder / "train").iterdir() if p.is_dir()))
     if not classes:
         raise ValueError(f"ImageFolder split {folder / 'train'} has no class folders")
-    files = {}
-    for split in ("train", "test"):
+    files = {"train": [], "test": []}
+    for split in files:
         found = tuple(sorted(p.name for p in (folder / split).iterdir() if p.is_dir()))
         if found != classes:
             raise ValueError(f"classes of {folder / split} {found} differ from train's {classes}")
-        files[split] = []
         for label, cls in enumerate(classes):
             imgs = sorted(p for p in (folder / split / cls).iterdir()
                           if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -281,42 +243,34 @@ def _list_tree(folder: Path) -> tuple[tuple, dict]:
     return classes, files
 
 
-def _decode(paths: list) -> torch.Tensor:
-    """Decode image files to uint8 (N, C, H, W) with PIL; all must share one size."""
-    import numpy as np
-    from PIL import Image
-
-    def one(p):
-        with Image.open(p) as im:
-            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        imgs = list(pool.map(one, paths))
-    shapes = {tuple(i.shape) for i in imgs}
-    if len(shapes) != 1:
-        raise ValueError(f"images in the ImageFolder tree have different shapes "
-                         f"{sorted(shapes)[:4]}")
-    return torch.stack(imgs)
+def _decode_one(path: Path) -> torch.Tensor:
+    """One image file as uint8 (3, H, W)."""
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
 
 
 def _imagefolder(folder: Path) -> tuple[Split, Split, str, tuple]:
-    """An ImageFolder tree decoded once and cached (keyed by file names, sizes and times)."""
+    """An ImageFolder tree decoded once (PIL, 4 threads; one image size) and cached, keyed by
+    the file names, sizes and times."""
     classes, files = _list_tree(folder)
     h = hashlib.sha256(str(folder).encode())
-    for split in ("train", "test"):
-        for p, label in files[split]:
+    for split, pairs in files.items():
+        for p, label in pairs:
             st = p.stat()
             h.update(f"{split}/{p.parent.name}/{p.name}:{st.st_size}:{st.st_mtime_ns}:{label}"
                      .encode())
     cache = config.cache_root() / f"imagefolder-{h.hexdigest()[:16]}.pt"
     blob = load_verified(cache)
     if blob is None:
-        blob = {}
-        for split in ("train", "test"):
-            paths = [p for p, _ in files[split]]
-            blob[split] = (_decode(paths),
-                           torch.tensor([lab for _, lab in files[split]], dtype=torch.long))
-        blob["classes"] = classes
+        blob = {"classes": classes}
+        for split, pairs in files.items():
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                imgs = list(pool.map(_decode_one, [p for p, _ in pairs]))
+            shapes = {tuple(i.shape) for i in imgs}
+            if len(shapes) != 1:
+                raise ValueError(f"images in the ImageFolder tree have different shapes "
+                                 f"{sorted(shapes)[:4]}")
+            blob[split] = (torch.stack(imgs), torch.tensor([l for _, l in pairs], dtype=torch.long))
         atomic_save(blob, cache)
     train, test = (Split(*blob[s]) for s in ("train", "test"))
     return train, test, str(folder), tuple(blob["classes"])
@@ -336,139 +290,104 @@ def _blobs(g: torch.Generator, n: int, size: int, channels: int, k: int) -> torc
     return out.clamp(0, 1)
 
 
-def _synthetic(name: str, n_train: int = 4000,
-               n_test: int = 1000) -> tuple[Split, Split, str, tuple]:
-    """Deterministic, learnable stand-in: each class is a fixed pattern of blobs;
-    a sample is its class pattern, randomly shifted, plus noise (uint8 like the real data)."""
+def _synthetic(name: str, n_train: int = 4000, n_test: int = 1000) -> tuple[Split, Split]:
+    """A learnable stand-in: each class a fixed pattern of blobs; a sample is its class
+    pattern, randomly shifted, plus noise (uint8 like the real data)."""
     mnist = name == "synthetic-mnist"
     channels, size = (1, 28) if mnist else (3, 32)
     g = torch.Generator().manual_seed(1234)
     protos = _blobs(g, 10, size, channels, k=3)
-    if not mnist:  # colour background, like natural images (mean near CIFAR's)
-        protos = 0.3 + 0.5 * protos
-
-    def make(n):
+    protos = protos if mnist else 0.3 + 0.5 * protos   # a colour background, like CIFAR's
+    splits = []
+    for n in (n_train, n_test):
         y = torch.arange(n) % 10
         y = y[torch.randperm(n, generator=g)]
-        x = protos[y]
         shift = torch.randint(-2, 3, (2,), generator=g).tolist()
-        x = torch.roll(x, shifts=shift, dims=(2, 3))
+        x = torch.roll(protos[y], shifts=shift, dims=(2, 3))
         x = x + 0.25 * torch.randn(x.shape, generator=g) * (0.5 if mnist else 1.0)
-        if mnist:
-            x = x * (x > 0.35)  # dark background with bright strokes, like MNIST
-        return Split((x.clamp(0, 1) * 255).round().to(torch.uint8), y.long())
+        x = x * (x > 0.35) if mnist else x   # MNIST: dark background, bright strokes
+        splits.append(Split((x.clamp(0, 1) * 255).round().to(torch.uint8), y.long()))
+    return splits[0], splits[1]
 
-    return (make(n_train), make(n_test), "generated (labkit.data._synthetic)",
-            tuple(str(i) for i in range(10)))
-
-
-# ---------------------------------------------------------------- public
 
 def load(name: str, *, root: Path | None = None, folder: Path | str | None = None,
          val_size: int | None = None, train_subset: int | None = None, holdout: int | None = None,
          device=None) -> Data:
-    """Load dataset `name` (one of DATASETS) as tensors on `device`.
-
-    folder: an ImageFolder tree (train/, test/) to use for 'cifar10'; defaults
-            to $LABKIT_CIFAR10_FOLDER, and without either torchvision's pickles.
-    val_size: images held out of train for validation (default 5,000; 500 synthetic).
-    train_subset: keep only this many training images (after the val split).
-    holdout: set aside this many training images as ``data.holdout`` (default
-             None or 0: none, and every split exactly as without the argument).
-    """
-    if name not in DATASETS:
-        raise ValueError(f"dataset={name!r} is not one of {DATASETS}")
+    """Dataset `name` (one of DATASETS) as tensors on `device`. folder: an ImageFolder tree
+    (train/, test/) for 'cifar10' (default $LABKIT_CIFAR10_FOLDER, else torchvision's pickles);
+    val_size: train images kept for validation (default 5,000; 500 synthetic); train_subset:
+    keep only this many training images; holdout: set aside this many as ``data.holdout``."""
+    config.check_choice("dataset", name, DATASETS)
     root = Path(root) if root is not None else config.data_root()
-    classes = tuple(str(i) for i in range(10))
+    classes, real = tuple(str(i) for i in range(10)), name.removeprefix("synthetic-")
+    synthetic = name != real
     if name == "mnist":
         train, test, source = _mnist(root)
-        stats, test_label = MNIST_STATS, f"MNIST test set ({len(test):,} images)"
     elif name == "cifar10":
         folder = Path(folder) if folder is not None else config.cifar10_folder()
         if folder is not None:
             train, test, source, classes = _imagefolder(folder)
         else:
-            train, test, source = _cifar10_torchvision(root)
-            classes = CIFAR10_CLASSES
-        stats = CIFAR10_STATS
-        test_label = (f"CIFAR-10 test set ({len(test):,} images)" if len(test) == 10000 else
-                      f"CIFAR-10 test SUBSET: {len(test):,} test images (of 10,000) from {source}")
+            (train, test, source), classes = _cifar10_torchvision(root), CIFAR10_CLASSES
     else:
-        train, test, source, classes = _synthetic(name)
-        stats = MNIST_STATS if name == "synthetic-mnist" else CIFAR10_STATS
+        (train, test), source = _synthetic(name), "generated (labkit.data._synthetic)"
+    if synthetic:
         test_label = f"{name} (synthetic stand-in, NOT real data; {len(test):,} images)"
+    elif name == "mnist" or len(test) == 10000:
+        test_label = f"{NAMES[name]} test set ({len(test):,} images)"
+    else:
+        test_label = f"CIFAR-10 test SUBSET: {len(test):,} test images (of 10,000) from {source}"
     digest = tensor_hash(train.x, train.y, test.x, test.y)
     if val_size is None:
-        val_size = 500 if name.startswith("synthetic-") else 5000
+        val_size = 500 if synthetic else 5000
     train, val, held, notes = _carve(train, val_size, train_subset, holdout)
-    data = Data(name, source, digest, train, val, test, stats[0], stats[1], classes, test_label,
-                notes)
+    data = Data(name, source, digest, train, val, test, *STATS[real], classes, test_label, notes)
     if held is not None:
-        data.holdout, data.holdout_label = held, _holdout_label(name, len(held))
+        what = (f"{name} training images (synthetic stand-in, NOT real data)" if synthetic
+                else f"{NAMES[name]} training images")
+        data.holdout, data.holdout_label = held, f"{len(held):,} held-out {what}"
     return data.to(device) if device is not None else data
 
 
 def _carve(train: Split, val_size: int, train_subset: int | None,
            holdout: int | None) -> tuple[Split, Split, Split | None, list]:
-    """(train, val, holdout or None, notes) from the source's training set, by one
-    fixed permutation perm (VAL_SEED) of its N images: val = perm[:val_size],
-    holdout = perm[N - holdout:], train = what lies between (its first
-    train_subset). Each Split's index holds its positions in the source."""
+    """(train, val, holdout or None, notes) by one fixed permutation perm (VAL_SEED) of the
+    source's N training images: val = perm[:val_size], holdout = perm[N - holdout:], train =
+    what lies between (its first train_subset); each Split's index is its positions."""
     n = len(train)
-    if not 0 < val_size < n:
-        raise ValueError(f"val_size={val_size} must be between 1 and {n - 1}")
-    holdout = 0 if holdout is None else holdout
-    if isinstance(holdout, bool) or not isinstance(holdout, int) or not 0 <= holdout < n - val_size:
-        raise ValueError(f"holdout={holdout!r} must be an integer between 0 and {n - val_size - 1} "
-                         f"(the {n:,} training images less val_size={val_size:,} "
-                         f"and at least one to train on)")
+    config.check_int("val_size", val_size, 1, n - 1)
+    holdout = config.check_int("holdout", 0 if holdout is None else holdout, 0, n - val_size - 1,
+                               f"the {n:,} training images less val_size={val_size:,} "
+                               f"and at least one to train on")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
     keep, notes = perm[val_size:n - holdout], []
     if train_subset is not None:
-        if not 0 < train_subset <= len(keep):
-            raise ValueError(f"train_subset={train_subset} must be between 1 and {len(keep)}")
-        keep = keep[:train_subset]
+        keep = keep[:config.check_int("train_subset", train_subset, 1, len(keep))]
         notes.append(f"training on a SUBSET of {train_subset:,} training images")
     parts = [perm[:val_size], keep] + ([perm[n - holdout:]] if holdout else [])
     val, kept, *held = (Split(train.x[i], train.y[i], i) for i in parts)
     return kept, val, (held[0] if held else None), notes
 
 
-def _holdout_label(name: str, n: int) -> str:
-    """How to label accuracy on the held-out split,
-    e.g. '10,000 held-out CIFAR-10 training images'."""
-    if name.startswith("synthetic-"):
-        return f"{n:,} held-out {name} training images (synthetic stand-in, NOT real data)"
-    return f"{n:,} held-out {dict(mnist='MNIST', cifar10='CIFAR-10')[name]} training images"
-
-
 class DeviceLoader:
-    """Batches of a Split that lives on the training device.
-
-    Yields ``(x, y)``: x float (B, C, H, W) normalised with mean/std (and, when
-    ``augment``, randomly cropped from a 4-pixel reflect-padded copy and
-    horizontally flipped, per image, on the device); y int64 (B,).
-    With ``channels_last`` x comes in that memory layout (a free view on the
-    augmented path, which works channels-last throughout).
-    Shuffling and augmentation draw from a generator seeded with ``seed + epoch``
-    (never from torch's global RNG), so an epoch repeats whatever ran before it.
-    """
+    """Batches ``(x, y)`` of a Split on the training device: x float (B, C, H, W), normalised
+    with mean/std (``augment``: a random crop of the 4-pixel reflect-padded image and a random
+    horizontal flip, per image), in channels-last memory with ``channels_last``; y int64 (B,).
+    Shuffling and augmentation draw from a generator seeded with ``seed + epoch``, never from
+    torch's global RNG, so an epoch repeats whatever ran before it."""
 
     def __init__(self, split: Split, batch_size: int, *, mean, std, shuffle: bool = False,
                  augment: bool = False, drop_last: bool = False, seed: int = 0,
                  channels_last: bool = False):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-        self.split, self.batch_size = split, batch_size
-        self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
+        self.batch_size = config.check_int("batch_size", batch_size, 1)
+        self.split, self.shuffle, self.augment, self.drop_last = split, shuffle, augment, drop_last
         self.seed, self.epoch, self.channels_last = seed, 0, channels_last
         dev = split.x.device
         std_t = torch.tensor(std, device=dev)
-        # (C,)
         self.scale, self.shift = 1.0 / (255.0 * std_t), -torch.tensor(mean, device=dev) / std_t
-        # the augmented path normalises (B*H, W*C) rows: the affine map as row vectors
+        # (C,); the augmented path normalises (B*H, W*C) rows: the same map as (W*C,) rows
         w = split.x.shape[-1]
-        self.scale_row, self.shift_row = self.scale.repeat(w), self.shift.repeat(w)  # (W*C,)
+        self.scale_row, self.shift_row = self.scale.repeat(w), self.shift.repeat(w)
 
     def __len__(self) -> int:
         n, b = len(self.split), self.batch_size
@@ -497,9 +416,7 @@ class DeviceLoader:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _augmented(self, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """(B, C, H, W) float, normalised, randomly cropped and flipped (drawn from
-        `generator`); channels-last in memory (normalised as (B*H, W*C) rows, where
-        the per-channel affine map is a row vector: cheap and vectorised)."""
+        """(B, C, H, W) float, normalised, cropped and flipped; channels-last in memory."""
         _, c, h, w = self.split.x.shape
         x = crop_flip(self.split.prepared(), idx, (h, w), generator)  # (B, H, W, C) uint8
         rows = torch.addcmul(self.shift_row, x.view(-1, w * c), self.scale_row)
@@ -514,9 +431,8 @@ def _reflect_index(n: int, pad: int, device) -> torch.Tensor:
 
 
 def mirror_pad(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Images prepared once for crop_flip: reflect-padded by `pad`, channels last,
-    and each padded row followed by its mirror image.
-    x: (N, C, H, W) -> (N, H + 2 pad, 2 (W + 2 pad), C), same dtype and device."""
+    """Images prepared once for crop_flip: reflect-padded by `pad`, channels last, each padded
+    row followed by its mirror image. x: (N, C, H, W) -> (N, H + 2 pad, 2 (W + 2 pad), C)."""
     n, c, h, w = x.shape
     if pad < 1 or pad >= min(h, w):
         raise ValueError(f"pad={pad!r} must be at least 1 and less than the image size {h}x{w}")
@@ -528,16 +444,11 @@ def mirror_pad(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
 
 def crop_flip(prepared: torch.Tensor, idx: torch.Tensor, size: tuple,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random crop of `size` plus a random horizontal flip (p = 1/2) of each image
-    prepared[idx], independently per image, drawn from `generator` (a generator on
-    prepared's device; None: torch's global RNG).
+    """A random crop of `size` and a random horizontal flip (p = 1/2) of each image
+    prepared[idx], drawn from `generator` (on prepared's device; None: the global RNG).
     prepared: (N, Hp, 2 Wp, C) from mirror_pad; idx: (B,) int64 -> (B, H, W, C).
-
-    Each output row is one contiguous run of W*C values of `prepared`: a crop of
-    the padded row, or, for a flipped image, a crop of its mirror image. So the
-    whole batch is one index_select of rows of an overlapping (unfold) view,
-    with no per-image Python and no host-device sync.
-    """
+    Each output row is one run of W*C values of `prepared` (a crop of the padded row or of its
+    mirror), so the batch is one index_select of an unfold view: no per-image Python."""
     n, hp, w2, c = prepared.shape
     h, w = size
     wp = w2 // 2

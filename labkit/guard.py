@@ -1,17 +1,9 @@
 """What keeps a report run safe to stop and to start twice (used by labkit.report only).
 
-- :func:`profile_lock`: one report run per profile at a time, through an
-  ``flock`` on ``reports/<profile>/.report.lock``; a second run gets
-  :class:`ProfileBusy`, naming the process that holds it.
-- :class:`Guard`: SIGINT (Ctrl-C) and SIGTERM stop the run. While a notebook
-  executes, the signal kills the kernel's process group and raises
-  :class:`Stopped` in the runner; otherwise the runner sees ``guard.signum``
-  at its next check. Either way the runner keeps the partial notebook,
-  leaves the lab's earlier results in place and exits 128 + the signal.
-
-papermill starts each kernel through :class:`TrackedKernelManager`, so the
-guard knows every kernel and can end it. jupyter_client starts a kernel in a
-session of its own: a terminal's Ctrl-C never reaches it, the runner has to.
+profile_lock: one run per profile, an flock on reports/<profile>/.report.lock (ProfileBusy
+names the holder's pid). Guard: SIGINT / SIGTERM kill every tracked kernel's process group
+(jupyter_client starts each kernel in a session of its own, so a terminal's Ctrl-C never
+reaches it) and raise Stopped while a notebook runs; the runner exits 128 + the signal.
 """
 from __future__ import annotations
 
@@ -42,8 +34,8 @@ class ProfileBusy(RuntimeError):
 
 
 class TrackedKernelManager(AsyncKernelManager):
-    """The kernel manager papermill is given: it remembers every instance
-    (papermill creates them itself), so a stop can kill their kernels."""
+    """The kernel manager papermill is given: it remembers every instance, so a stop can
+    kill their kernels."""
 
     made: list = []
 
@@ -52,42 +44,32 @@ class TrackedKernelManager(AsyncKernelManager):
         TrackedKernelManager.made.append(self)
 
 
-def _kernel_processes() -> list:
-    """The Popen of every tracked kernel that has not been waited for."""
+def kill_kernels(sig: int = signal.SIGTERM) -> list:
+    """Send `sig` to the process group (a kernel leads its own) of every tracked kernel still
+    running; returns the Popen of every tracked kernel."""
     procs = (getattr(km.provisioner, "process", None) for km in TrackedKernelManager.made)
-    return [p for p in procs if p is not None]
-
-
-def _killpg(pid: int, sig: int) -> None:
-    """Send `sig` to the process group `pid` leads (a kernel leads its own)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def kill_kernels(sig: int = signal.SIGTERM) -> None:
-    """Send `sig` to the process group of every tracked kernel still running."""
-    for proc in _kernel_processes():
-        if proc.poll() is None:
-            _killpg(proc.pid, sig)
+    procs = [p for p in procs if p is not None]
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, sig)
+    return procs
 
 
 def reap_kernels(grace: float = 3.0) -> None:
-    """End every tracked kernel: SIGTERM to its process group, SIGKILL after
-    `grace` seconds, then wait for it; forget them all."""
-    kill_kernels(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for proc in _kernel_processes():
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if proc.poll() is None:
-            _killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    """End every tracked kernel: SIGTERM to its process group, SIGKILL after `grace`
+    seconds, then wait for it; forget them all."""
+    procs, deadline = kill_kernels(signal.SIGTERM), time.monotonic() + grace
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for p in kill_kernels(signal.SIGKILL):
+        p.wait(timeout=10)
     TrackedKernelManager.made.clear()
 
 
 class Guard:
-    """Signal handling for one report run; use as a context manager (it
-    restores the previous handlers). `armed` while a notebook executes."""
+    """Signal handling for one report run, as a context manager (restores the previous
+    handlers); `armed` while a notebook executes."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -104,10 +86,9 @@ class Guard:
             signal.signal(s, handler)
 
     def _handle(self, signum: int, frame) -> None:
-        """Note the first signal; while a notebook runs, kill its kernel (so a
-        swallowed exception still ends the run) and raise Stopped once."""
-        if self.signum is None:
-            self.signum = signum
+        """Note the first signal, kill the kernels (a swallowed exception still ends the
+        run) and, while a notebook runs, raise Stopped once."""
+        self.signum = signum if self.signum is None else self.signum
         kill_kernels(signal.SIGTERM)
         if self.armed:
             self.armed = False
@@ -115,8 +96,7 @@ class Guard:
 
     @contextlib.contextmanager
     def executing(self):
-        """Arm the guard around one notebook's execution (a signal that came
-        before raises at once)."""
+        """Arm the guard around one notebook's execution (an earlier signal raises at once)."""
         if self.signum is not None:
             raise Stopped(self.signum)
         self.armed = True
@@ -133,18 +113,17 @@ class Guard:
 
 @contextlib.contextmanager
 def profile_lock(folder: Path):
-    """Hold `folder`/.report.lock for the duration; ProfileBusy when another
-    process holds it (its pid is written in the file)."""
+    """Hold `folder`/.report.lock while inside; ProfileBusy (naming the holder's pid, written
+    in the file) when another process holds it."""
     path = Path(folder) / LOCK_NAME
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            holder = f.read().strip() or "unknown"
             raise ProfileBusy(f"another report run of {folder.name!r} is in progress "
-                              f"(pid {holder}, lock {path}); wait for it to finish or stop it, "
-                              "then run again") from None
+                              f"(pid {f.read().strip() or 'unknown'}, lock {path}); wait for it "
+                              "to finish or stop it, then run again") from None
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
         f.flush()

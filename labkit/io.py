@@ -1,15 +1,10 @@
-"""Safe files: atomic writes and checksummed cache entries.
-
-Every file labkit writes goes to a temporary name in the same folder, is
-flushed to disk, then moved into place with ``os.replace``: a crash leaves the
-previous file (or nothing), never half a file.
-
-Cache entries (trained models, decoded image trees) carry a sha256 of their
-payload; :func:`load_verified` returns None for a missing, truncated or corrupt
-entry so the caller rebuilds it instead of silently using it.
-"""
+"""Safe files: every write goes to a temporary name in the same folder, is flushed, then moved
+into place with os.replace (a crash leaves the previous file or nothing, never half a file).
+Cache entries carry a sha256 of their payload; :func:`load_verified` returns None for a
+missing, truncated or corrupt one, so the caller rebuilds it."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -34,10 +29,8 @@ def atomic_write_bytes(data: bytes, path: Path | str) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return path
 
@@ -52,23 +45,20 @@ def atomic_save(obj, path: Path | str) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     payload = buf.getvalue()
-    header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-    return atomic_write_bytes(header + payload, path)
+    return atomic_write_bytes(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+                              + payload, path)
 
 
 def load_verified(path: Path | str):
-    """The object saved by :func:`atomic_save` at `path`, or None when the file
-    is missing, truncated or does not match its checksum (a warning says which)."""
+    """The object atomic_save wrote at `path`, or None when the file is missing, truncated or
+    fails its checksum (a warning says which)."""
     path = Path(path)
     if not path.exists():
         return None
-    raw = path.read_bytes()
-    head = len(MAGIC) + 65
-    ok = raw.startswith(MAGIC) and len(raw) > head
-    if ok:
-        digest, payload = raw[len(MAGIC):head - 1].decode(errors="replace"), raw[head:]
-        ok = hashlib.sha256(payload).hexdigest() == digest
-    if not ok:
+    raw, head = path.read_bytes(), len(MAGIC) + 65
+    digest, payload = raw[len(MAGIC):head - 1].decode(errors="replace"), raw[head:]
+    if not (raw.startswith(MAGIC) and len(raw) > head
+            and hashlib.sha256(payload).hexdigest() == digest):
         warnings.warn(f"cache entry {path} is corrupt or truncated (checksum mismatch); "
                       "rebuilding it")
         return None
