@@ -1,20 +1,12 @@
-"""What a pruned model costs: counts, sparsity, size, MACs, latency.
+"""What a pruned model costs: counts, sparsity, size (in theory and on disk), MACs, latency.
 
-Size accounting (MiB = 2**20 bytes, 32-bit values, int32 indices):
-
-| field        | meaning                                                         |
-|--------------|-----------------------------------------------------------------|
-| dense_mib    | parameters of the ORIGINAL architecture x 4 bytes               |
-| nonzero_mib  | nonzero parameters x 4 bytes (no indices: a lower bound)        |
-| csr_mib      | counted weights in CSR (values + column indices + row pointers) |
-| bitmask_mib  | counted weights as nonzero values + a 1-bit mask                |
-| gzip_mib     | bytes of the gzipped saved state dict (masks excluded)          |
-| physical_mib | parameters of THIS model x 4 bytes (smaller after structured    |
-|              | pruning; equal to dense_mib for a masked model)                 |
-
-In csr/bitmask the other tensors (biases, norms) are stored dense.
-MACs come from torch.utils.flop_counter (FLOPs / 2); nonzero MACs scale each
-Conv/Linear layer's MACs by the density of its weight.
+Size fields (MiB = 2**20 bytes, 32-bit values, int32 indices): dense_mib (params of the
+ORIGINAL architecture x 4), nonzero_mib (nonzero params x 4, no indices: a lower bound),
+csr_mib (counted weights in CSR: values + column indices + row pointers), bitmask_mib
+(nonzero values + a 1-bit mask), gzip_mib (the gzipped state dict, masks excluded),
+physical_mib (params of THIS model x 4: smaller after structured pruning). In csr/bitmask
+the other tensors (biases, norms) are dense. MACs: torch.utils.flop_counter (FLOPs / 2);
+nonzero MACs scale each Conv/Linear layer's MACs by its weight's density.
 """
 from __future__ import annotations
 
@@ -23,14 +15,24 @@ import gzip
 import io
 import logging
 import math
+import tempfile
+from pathlib import Path
 
 import torch
+import torch._dynamo.config as dynamo_config
+import torch._inductor.config as inductor_config
 from torch import nn
-
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import check_input, has_conv, to_channels_last
+from . import sparse
+from .config import check_fraction
+from .models import MLP, check_input, has_conv, to_channels_last
+from .prune.magnitude import prune_per_tensor
 from .prune.masks import count_weights, global_sparsity, prunable, weight_state
+
+# importing torch.utils.benchmark logs a CUDA_HOME notice on CPU machines: quieten it first
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402  (after the logger above)
 
 MIB = 2 ** 20
 
@@ -46,23 +48,13 @@ def count_nonzero(model: nn.Module) -> int:
 
 
 def layer_table(model: nn.Module) -> list[dict]:
-    """One dict per Conv/Linear layer: name, shape, params, zeros, sparsity."""
+    """One dict per Conv/Linear layer: layer, shape, params, zeros, sparsity."""
     rows = []
     for name, m in prunable(model).items():
         n, z = m.weight.numel(), int((m.weight == 0).sum())
         rows.append(dict(layer=name, shape=tuple(m.weight.shape), params=n, zeros=z,
                          sparsity=z / n))
     return rows
-
-
-def _csr_bytes(w: torch.Tensor) -> int:
-    rows = w.shape[0]
-    nnz = int(torch.count_nonzero(w))
-    return nnz * 4 + nnz * 4 + (rows + 1) * 4
-
-
-def _bitmask_bytes(w: torch.Tensor) -> int:
-    return int(torch.count_nonzero(w)) * 4 + math.ceil(w.numel() / 8)
 
 
 def gzip_bytes(model: nn.Module) -> int:
@@ -73,19 +65,41 @@ def gzip_bytes(model: nn.Module) -> int:
 
 
 def size_table(model: nn.Module, reference: nn.Module | None = None) -> dict:
-    """The size fields (MiB) of `model`; `reference` is the original dense
-    architecture when `model` is a structurally smaller one."""
+    """The size fields (MiB) of `model`; `reference`: the original dense architecture
+    of a structurally smaller `model` (for dense_mib)."""
     counted = {id(m.weight) for m in prunable(model).values()}
     other = sum(p.numel() for p in model.parameters() if id(p) not in counted) * 4
-    weights = [m.weight.detach() for m in prunable(model).values()]
+    nnz = [(int(torch.count_nonzero(m.weight)), m.weight) for m in prunable(model).values()]
+    csr = sum(n * 8 + (w.shape[0] + 1) * 4 for n, w in nnz)
+    bitmask = sum(n * 4 + math.ceil(w.numel() / 8) for n, w in nnz)
     return dict(
         dense_mib=count_params(reference if reference is not None else model) * 4 / MIB,
         nonzero_mib=count_nonzero(model) * 4 / MIB,
-        csr_mib=(other + sum(_csr_bytes(w) for w in weights)) / MIB,
-        bitmask_mib=(other + sum(_bitmask_bytes(w) for w in weights)) / MIB,
+        csr_mib=(other + csr) / MIB,
+        bitmask_mib=(other + bitmask) / MIB,
         gzip_mib=gzip_bytes(model) / MIB,
         physical_mib=count_params(model) * 4 / MIB,
     )
+
+
+def disk_mib(model: nn.Module, fmt: str = "best") -> float:
+    """MiB on disk of `model` saved by labkit.sparse.save in `fmt`."""
+    with tempfile.TemporaryDirectory(prefix="labkit-disk-") as tmp:
+        return sparse.save(model, Path(tmp) / "m.lks", fmt)["bytes"] / MIB
+
+
+def disk_report(model: nn.Module) -> dict:
+    """MiB on disk in each sparse format ({fmt}_disk_mib for csr, bitmask, dense, best)
+    beside the theory of size_table (csr_mib, bitmask_mib, dense_mib; buffers and the
+    header are not in it) and buffers_mib (buffers without masks)."""
+    theory = size_table(model)
+    out = {k: theory[k] for k in ("csr_mib", "bitmask_mib", "dense_mib")}
+    for fmt in ("csr", "bitmask", "dense", "best"):
+        out[f"{fmt}_disk_mib"] = disk_mib(model, fmt)
+    buffers = sum(b.numel() * b.element_size() for n, b in model.named_buffers()
+                  if not n.endswith("weight_mask"))
+    out["buffers_mib"] = buffers / MIB
+    return out
 
 
 @torch.no_grad()
@@ -93,21 +107,17 @@ def macs(model: nn.Module, input_shape: tuple) -> dict:
     """Multiply-accumulates of one forward pass of a (1, *input_shape) input:
     {'macs': dense MACs, 'nonzero_macs': MACs with zero weights skipped}."""
     check_input(model, input_shape)
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    x = torch.zeros((1, *input_shape), device=device)
+    x = torch.zeros((1, *input_shape), device=next(model.parameters()).device)
     with FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)
-    counts = counter.get_flop_counts()
-    total = counter.get_total_flops() / 2
-    prefix = type(model).__name__
+    counts, total = counter.get_flop_counts(), counter.get_total_flops() / 2
     skipped = 0.0
     for name, m in prunable(model).items():
-        layer_macs = sum(counts.get(f"{prefix}.{name}", {}).values()) / 2
-        density = float(torch.count_nonzero(m.weight)) / m.weight.numel()
-        skipped += layer_macs * (1 - density)
+        layer_macs = sum(counts.get(f"{type(model).__name__}.{name}", {}).values()) / 2
+        skipped += layer_macs * (1 - float(torch.count_nonzero(m.weight)) / m.weight.numel())
     return dict(macs=int(total), nonzero_macs=int(round(total - skipped)))
 
 
@@ -118,14 +128,9 @@ def _check_rounds(rounds) -> None:
 
 def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels_last: bool,
               compile: bool) -> tuple:
-    """(m, x) ready to time: an eval copy of `model` on `device` (channels_last for
-    conv models when asked; torch.compile'd with inductor freezing when
-    `compile`) and a random (batch, *input_shape) input, after a warm-up
-    (which is when compilation happens)."""
-    # imported here, not at the top: they are slow to import and only timing needs them
-    import torch._dynamo.config as dynamo_config
-    import torch._inductor.config as inductor_config
-
+    """(m, x) ready to time: an eval copy of `model` on `device` (channels_last conv
+    models when asked; torch.compile'd with inductor freezing when `compile`) and a
+    random (batch, *input_shape) input, after a warm-up (when compilation happens)."""
     dev = torch.device(device)
     m = copy.deepcopy(model).to(dev).eval()
     x = torch.randn((batch, *input_shape), device=dev)
@@ -144,11 +149,6 @@ def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels
 
 def _median_seconds(m, x, threads: int | None, min_run_time: float) -> float:
     """Median seconds of m(x) under torch.inference_mode (torch.utils.benchmark)."""
-    # quieten the logger before the import: importing torch.utils.benchmark logs a CUDA_HOME
-    # notice on CPU machines (and at the top it would do so on ``import labkit``)
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
-
     timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x},
                             num_threads=threads or torch.get_num_threads())
     with torch.inference_mode():
@@ -158,18 +158,12 @@ def _median_seconds(m, x, threads: int | None, min_run_time: float) -> float:
 def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
             threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True,
             rounds: int = 1, compile: bool = False) -> float:
-    """Median seconds of one inference forward pass of `model` on a random
-    (batch, *input_shape) input on `device`: eval mode, torch.inference_mode,
-    conv models in the channels_last layout unless `channels_last=False`
-    (torch.utils.benchmark, warm-up first, threads fixed; CUDA timings are
-    synchronised). With `rounds` > 1, the fastest of that many medians: a burst
-    of load on a shared machine inflates a median and never deflates it.
-
-    compile=True times what a deployment would run: the copy is compiled by
-    torch.compile (inductor, with freezing). This resets torch's compiler
-    caches first (torch.compiler.reset), so functions compiled earlier in the
-    process recompile on their next call. Needs a C++ compiler on CPU.
-    """
+    """Median seconds of one inference forward of `model` (an eval copy) on a random
+    (batch, *input_shape) input on `device`: torch.inference_mode, conv models
+    channels_last unless told not, torch.utils.benchmark (warm-up first, threads fixed,
+    CUDA synchronised). rounds > 1: the fastest of that many medians (load inflates a
+    median, never deflates it). compile=True: torch.compile (inductor, freezing) after
+    torch.compiler.reset(), as a deployment would run it; needs a C++ compiler on CPU."""
     _check_rounds(rounds)
     if compile:
         torch.compiler.reset()
@@ -178,30 +172,45 @@ def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str
 
 
 def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = None,
-            timing: bool = True, batch: int = 1) -> dict:
-    """Everything results.record stores about a model: params, nonzeros,
-    sparsity, the size table, MACs, and CPU (and CUDA) latency in ms."""
+            timing: bool = True, batch: int = 1, threads: int | None = 1,
+            min_run_time: float = 0.5, disk: bool = False, csr: bool = False,
+            time_reference: bool = False) -> dict:
+    """THE measure of a model (what results.record stores): params, nonzeros, sparsity
+    (zeros among the counted weights), the size table, MACs; with a `reference` (the
+    dense original of a smaller model) also removed = 1 - counted weights / reference's.
+    disk: disk_best_mib (labkit.sparse.save, 'best'). timing: latency_cpu_ms (batch
+    `batch`, `threads` threads, None: torch's), latency_threads, and latency_cuda_ms on
+    CUDA; csr: for an MLP also latency_csr_ms (sparse.to_csr) and latency_best_ms (the
+    faster); time_reference: latency_dense_ms of `reference` timed right after."""
     out = dict(params=count_params(model), nonzeros=count_nonzero(model),
                sparsity=global_sparsity(model))
     out.update(size_table(model, reference))
     out.update(macs(model, input_shape))
-    if timing:
-        out["latency_cpu_ms"] = 1e3 * latency(model, input_shape, batch=batch, device="cpu")
-        if torch.cuda.is_available():
-            out["latency_cuda_ms"] = 1e3 * latency(model, input_shape, batch=batch, device="cuda")
+    if reference is not None:
+        out["removed"] = 1 - count_weights(model)[1] / count_weights(reference)[1]
+    if disk:
+        out["disk_best_mib"] = disk_mib(model, "best")
+    if not timing:
+        return out
+    t = dict(batch=batch, threads=threads, min_run_time=min_run_time)
+    out["latency_cpu_ms"] = 1e3 * latency(model, input_shape, **t)
+    out["latency_threads"] = threads
+    if csr:
+        out["latency_best_ms"] = out["latency_cpu_ms"]
+        if isinstance(model, MLP):
+            out["latency_csr_ms"] = 1e3 * latency(sparse.to_csr(model), input_shape, **t)
+            out["latency_best_ms"] = min(out["latency_cpu_ms"], out["latency_csr_ms"])
+    if time_reference and reference is not None:
+        out["latency_dense_ms"] = 1e3 * latency(reference, input_shape, **t)
+    if torch.cuda.is_available():
+        out["latency_cuda_ms"] = 1e3 * latency(model, input_shape, device="cuda", **t)
     return out
 
 
 def pareto_front(points) -> list[int]:
-    """Indices of the non-dominated points of `points`, a sequence of
-    (cost, accuracy) pairs (lower cost is better, higher accuracy is better),
-    sorted by cost (ties in cost by descending accuracy, then by index).
-
-    Point a is dominated when some other point b has cost_b <= cost_a and
-    acc_b >= acc_a with at least one strict. Exact duplicates do not dominate
-    each other: all copies of a non-dominated point are kept (in index order).
-    Costs and accuracies must be finite real numbers.
-    """
+    """Indices of the non-dominated (cost, accuracy) pairs of `points` (lower cost,
+    higher accuracy better), sorted by cost (ties: accuracy descending, then index).
+    Exact duplicates of a frontier point are all kept; values must be finite numbers."""
     pts = []
     for i, p in enumerate(points):
         try:
@@ -217,19 +226,17 @@ def pareto_front(points) -> list[int]:
     order = sorted(range(len(pts)), key=lambda i: (pts[i][0], -pts[i][1], i))
     front, best = [], -math.inf
     for i in order:
-        cost, acc = pts[i]
-        if acc > best:
+        if pts[i][1] > best:
             front.append(i)
-            best = acc
-        elif front and pts[front[-1]] == (cost, acc):
+            best = pts[i][1]
+        elif front and pts[front[-1]] == pts[i]:
             front.append(i)  # an exact duplicate of a frontier point
     return front
 
 
 def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
-    """Fraction of the reference's counted (Conv/Linear) weights that `model`
-    no longer holds as nonzeros, whether removed physically or zeroed:
-    1 - nonzero counted weights of model / counted weights of reference."""
+    """1 - nonzero counted (Conv/Linear) weights of `model` / counted weights of
+    `reference`: what is no longer held as nonzeros, removed or zeroed."""
     ref = count_weights(reference)[1]
     if ref == 0:
         raise ValueError(f"reference {type(reference).__name__} has no Conv/Linear weights")
@@ -239,12 +246,9 @@ def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
 def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds: int = 3,
                     threads: int | None = None, min_run_time: float = 0.2,
                     channels_last: bool = True, compile: bool = False) -> dict[str, float]:
-    """{name: milliseconds}: CPU latency of each model (a forward of a (batch,
-    *input_shape) input, `threads` intra-op threads, default torch's) measured
-    side by side: `rounds` passes over all models in turn, keeping each model's
-    fastest median, so a burst of load on a shared machine hits every model
-    alike instead of one. One thread is the steadier choice on a busy machine.
-    `channels_last` and `compile` as in `latency`, the same for every model."""
+    """{name: ms}: CPU latency of each model side by side: `rounds` passes over all
+    models in turn, each model's fastest median kept, so a burst of load hits every
+    model alike. Other settings as in `latency`, the same for every model."""
     _check_rounds(rounds)
     if compile:
         torch.compiler.reset()
@@ -254,4 +258,50 @@ def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds:
     for _ in range(rounds):
         for name, (m, x) in ready.items():
             best[name] = min(best[name], 1e3 * _median_seconds(m, x, threads, min_run_time))
+    return best
+
+
+def _prune_linears(model: nn.Module, s: float) -> None:
+    """csr_study's default pruning: per-tensor magnitude on every Linear."""
+    prune_per_tensor(model, s, layers=[n for n, m in model.named_modules()
+                                       if isinstance(m, nn.Linear)])
+
+
+def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256),
+              prune=_prune_linears, min_run_time: float = 0.3,
+              threads: int | None = None) -> list[dict]:
+    """CPU latency of dense vs CSR inference across sparsities: for each s, a copy of
+    `model` pruned by prune(model, s) (default: per-tensor magnitude on every Linear)
+    and sparse.to_csr of it, timed at each batch size of `batches`. One row per
+    (sparsity, batch): {sparsity, batch, dense_ms, csr_ms, speedup (= dense / csr)}."""
+    sparsities = [check_fraction("sparsity", s) for s in sparsities]
+    batches = tuple(batches)
+    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
+        raise ValueError(f"batches={batches!r} must be positive integers")
+    base = copy.deepcopy(model).cpu().eval()
+    rows = []
+    for s in sparsities:
+        dense = copy.deepcopy(base)
+        if s > 0:
+            (prune or _prune_linears)(dense, s)
+        small = sparse.to_csr(dense)
+        for b in batches:
+            d = latency(dense, input_shape, batch=b, threads=threads, min_run_time=min_run_time)
+            c = latency(small, input_shape, batch=b, threads=threads, min_run_time=min_run_time)
+            rows.append(dict(sparsity=s, batch=b, dense_ms=1e3 * d, csr_ms=1e3 * c, speedup=d / c))
+    return rows
+
+
+def crossover(rows: list[dict], batch: int) -> float | None:
+    """The lowest sparsity from which CSR stays faster than dense (speedup > 1 there
+    and at every higher measured sparsity) for `batch`; None if never."""
+    pts = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == batch)
+    if not pts:
+        raise ValueError(f"no rows for batch={batch!r}; "
+                         f"batches present: {sorted({r['batch'] for r in rows})}")
+    best = None
+    for s, sp in reversed(pts):
+        if sp <= 1:
+            break
+        best = s
     return best

@@ -1,24 +1,12 @@
-"""Really smaller, really faster: a sparse file format and CSR inference.
+"""Really smaller: a sparse file format, and CSR inference.
 
-Storage
-    :func:`save` writes a model's state in a sparse format: each Conv/Linear
-    weight as CSR (values + int32 column indices + int32 row pointers of the
-    weight viewed as (out, in*k*k)) or as a bitmask (the nonzero values + one
-    bit per element), whichever the ``fmt`` asks for ('best' picks, per tensor,
-    the smallest of dense / CSR / bitmask); every other tensor (biases, norms,
-    running statistics) is stored dense. Mask buffers are not stored (the
-    zeros are). The file is a small JSON header plus raw little-endian bytes,
-    with a sha256 of the payload, written atomically (labkit.io).
-    :func:`load` puts the exact weights back into a model of the same
-    architecture; :func:`disk_report` compares bytes on disk with the theory
-    of :func:`labkit.metrics.size_table`.
-
-Inference
-    :class:`CSRLinear` computes ``x @ W.T`` with W held as a torch sparse CSR
-    tensor (MKL's sparse kernels on CPU); :func:`to_csr` swaps every Linear of
-    a model for one; :func:`csr_study` measures batch-1 and batch-256 CPU
-    latency of the dense and CSR models across sparsities, and
-    :func:`crossover` finds where sparse starts to win.
+:func:`save` writes each Conv/Linear weight as CSR (values + int32 column indices + int32
+row pointers of the weight viewed as (out, in*k*k)) or a bitmask (nonzero values + 1 bit
+an element), as `fmt` asks ('best': the smallest of dense / CSR / bitmask per tensor);
+other tensors dense, mask buffers not stored. File: JSON header + raw little-endian bytes,
+sha256 of the payload, written atomically. :func:`load` puts the exact weights back.
+:class:`CSRLinear` computes ``x @ W.T`` with W a torch sparse CSR tensor (MKL on CPU);
+:func:`to_csr` swaps every Linear of a model for one. Measuring them: labkit.metrics.
 """
 from __future__ import annotations
 
@@ -27,17 +15,13 @@ import hashlib
 import json
 import math
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import check_fraction
 from .io import atomic_write_bytes
-from .metrics import MIB, latency, size_table
-from .prune.magnitude import prune_per_tensor
 from .prune.masks import prunable, set_mask, weight_state
 
 MAGIC = b"LKSPARSE1\n"
@@ -45,8 +29,6 @@ FORMATS = ("csr", "bitmask", "dense", "best")
 _DTYPES = {str(t): t for t in (torch.float32, torch.float16, torch.bfloat16, torch.float64,
                                torch.int64, torch.int32, torch.uint8, torch.bool)}
 
-
-# --------------------------------------------------------------------------- encoding
 
 def _raw(t: torch.Tensor) -> bytes:
     """The bytes of a tensor (contiguous, CPU)."""
@@ -151,8 +133,6 @@ def _check_fmt(fmt) -> str:
     return fmt
 
 
-# --------------------------------------------------------------------------- save / load
-
 def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
     """Write `model`'s weights (mask buffers excluded) to `path` atomically:
     Conv/Linear weights in `fmt` ('csr' | 'bitmask' | 'dense' | 'best'), every
@@ -223,28 +203,6 @@ def load(model: nn.Module, path: Path | str, masks: bool = False) -> nn.Module:
     return model
 
 
-def disk_report(model: nn.Module, folder: Path | str | None = None) -> dict:
-    """Bytes on disk of `model` in each sparse format next to the theory.
-
-    Returns MiB: {csr_disk_mib, bitmask_disk_mib, dense_disk_mib, best_disk_mib}
-    (the real file sizes) and {csr_mib, bitmask_mib, dense_mib} from
-    metrics.size_table (the theory: values + indices of the counted weights,
-    other parameters dense; buffers and the header are not in the theory).
-    """
-    theory = size_table(model)
-    out = {k: theory[k] for k in ("csr_mib", "bitmask_mib", "dense_mib")}
-    with tempfile.TemporaryDirectory(prefix="labkit-sparse-") as tmp:
-        for fmt in ("csr", "bitmask", "dense", "best"):
-            info = save(model, Path(tmp) / f"{fmt}.lks", fmt)
-            out[f"{fmt}_disk_mib"] = info["bytes"] / MIB
-    buffers = sum(b.numel() * b.element_size() for n, b in model.named_buffers()
-                  if not n.endswith("weight_mask"))
-    out["buffers_mib"] = buffers / MIB
-    return out
-
-
-# --------------------------------------------------------------------------- CSR inference
-
 class CSRLinear(nn.Module):
     """y = x @ W.T (+ b) with W (out, in) held as a sparse CSR tensor.
 
@@ -300,59 +258,3 @@ def to_csr(model: nn.Module) -> nn.Module:
         parent = m.get_submodule(parent_name) if parent_name else m
         setattr(parent, child, CSRLinear(lin))
     return m
-
-
-def _check_batches(batches) -> tuple:
-    batches = tuple(batches)
-    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
-        raise ValueError(f"batches={batches!r} must be positive integers")
-    return batches
-
-
-def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256),
-              prune=None, min_run_time: float = 0.3, threads: int | None = None) -> list[dict]:
-    """CPU latency of dense vs CSR inference across sparsities.
-
-    For each s in `sparsities`: prune a copy of `model` to s (default: per-tensor
-    magnitude on every Linear; `prune(model, s)` to change it), then time both
-    the dense model and :func:`to_csr` of it on batches of `batches` inputs
-    (input_shape without the batch dim). Returns one row per (sparsity, batch):
-    {sparsity, batch, dense_ms, csr_ms, speedup (= dense / csr)}.
-    """
-    sparsities = [check_fraction("sparsity", s) for s in sparsities]
-    batches = _check_batches(batches)
-    if prune is None:
-        def prune(m, s):
-            names = [n for n, mod in m.named_modules() if isinstance(mod, nn.Linear)]
-            return prune_per_tensor(m, s, layers=names)
-    base = copy.deepcopy(model).cpu().eval()
-    rows = []
-    for s in sparsities:
-        dense = copy.deepcopy(base)
-        if s > 0:
-            prune(dense, s)
-        sparse = to_csr(dense)
-        for b in batches:
-            d = latency(dense, input_shape, batch=b, threads=threads, min_run_time=min_run_time)
-            c = latency(sparse, input_shape, batch=b, threads=threads, min_run_time=min_run_time)
-            rows.append(dict(sparsity=s, batch=b, dense_ms=1e3 * d, csr_ms=1e3 * c, speedup=d / c))
-    return rows
-
-
-def crossover(rows: list[dict], batch: int) -> float | None:
-    """The lowest sparsity from which CSR stays faster than dense (speedup > 1
-    at that and every higher measured sparsity) for `batch`; None if never."""
-    pts = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == batch)
-    if not pts:
-        raise ValueError(f"no rows for batch={batch!r}; "
-                         f"batches present: {sorted({r['batch'] for r in rows})}")
-    best = None
-    for s, sp in reversed(pts):
-        if sp <= 1:
-            break
-        best = s
-    return best
-
-
-__all__ = ["save", "read", "load", "disk_report", "pack_bits", "unpack_bits", "CSRLinear", "to_csr",
-           "csr_study", "crossover", "FORMATS"]

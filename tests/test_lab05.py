@@ -59,7 +59,7 @@ def test_empty_rows_and_all_zero_layer_round_trip(tmp_path):
 def test_best_format_per_tensor_and_disk_matches_theory(tmp_path):
     model = lk.models.build("mlp", width=0.25)
     lk.prune.prune_per_tensor(model, 0.9)
-    rep = sp.disk_report(model)
+    rep = lk.metrics.disk_report(model)
     # the MLP has no buffers: on disk = theory + a small header only
     for fmt in ("csr", "bitmask", "dense"):
         extra = (rep[f"{fmt}_disk_mib"] - rep[f"{fmt}_mib"]) * 2 ** 20
@@ -124,21 +124,21 @@ def test_csr_linear_with_bias_and_bad_input():
 
 
 def test_csr_study_rows_and_crossover():
-    rows = sp.csr_study(lk.models.build("mlp", width=0.05), (1, 28, 28), [0.0, 0.9], batches=(1, 4),
+    rows = lk.metrics.csr_study(lk.models.build("mlp", width=0.05), (1, 28, 28), [0.0, 0.9], batches=(1, 4),
                         min_run_time=0.01)
     assert [(r["sparsity"], r["batch"]) for r in rows] == [(0.0, 1), (0.0, 4), (0.9, 1), (0.9, 4)]
     assert all(r["dense_ms"] > 0 and r["csr_ms"] > 0 for r in rows)
     hand = [dict(sparsity=s, batch=1, speedup=v) for s, v in ((0.5, 0.3), (0.9, 1.2), (0.95, 0.9), (0.99, 3.0))]
-    assert sp.crossover(hand, 1) == 0.99            # must stay faster from there on
+    assert lk.metrics.crossover(hand, 1) == 0.99            # must stay faster from there on
     hand[2]["speedup"] = 1.5
-    assert sp.crossover(hand, 1) == 0.9
-    assert sp.crossover([dict(sparsity=0.5, batch=1, speedup=0.5)], 1) is None
+    assert lk.metrics.crossover(hand, 1) == 0.9
+    assert lk.metrics.crossover([dict(sparsity=0.5, batch=1, speedup=0.5)], 1) is None
     with pytest.raises(ValueError, match="batch=256"):
-        sp.crossover(hand, 256)
+        lk.metrics.crossover(hand, 256)
     with pytest.raises(ValueError, match="batches"):
-        sp.csr_study(lk.models.build("mlp", width=0.05), (1, 28, 28), [0.5], batches=(0,))
+        lk.metrics.csr_study(lk.models.build("mlp", width=0.05), (1, 28, 28), [0.5], batches=(0,))
     with pytest.raises(ValueError, match="1.5"):
-        sp.csr_study(lk.models.build("mlp", width=0.05), (1, 28, 28), [1.5])
+        lk.metrics.csr_study(lk.models.build("mlp", width=0.05), (1, 28, 28), [1.5])
 
 
 # ---------------------------------------------------------------- 2:4
@@ -206,18 +206,18 @@ def test_semi_structured_latency_is_none_without_cuda():
 # ---------------------------------------------------------------- aggregation and frontier
 
 ROWS = [
-    dict(method="a", point=2, seed=0, accuracy=0.90, nonzeros=100),
-    dict(method="a", point=2, seed=1, accuracy=0.92, nonzeros=100),
-    dict(method="a", point=2, seed=2, accuracy=0.94, nonzeros=100),
-    dict(method="b", point=2, seed=0, accuracy=0.80, nonzeros=50),
-    dict(method="a", point=4, seed=0, accuracy=0.85, nonzeros=60),
-    dict(method="a", point=4, seed=1, accuracy=0.75, nonzeros=40),
+    dict(method="a", compression=2, seed=0, accuracy=0.90, nonzeros=100),
+    dict(method="a", compression=2, seed=1, accuracy=0.92, nonzeros=100),
+    dict(method="a", compression=2, seed=2, accuracy=0.94, nonzeros=100),
+    dict(method="b", compression=2, seed=0, accuracy=0.80, nonzeros=50),
+    dict(method="a", compression=4, seed=0, accuracy=0.85, nonzeros=60),
+    dict(method="a", compression=4, seed=1, accuracy=0.75, nonzeros=40),
 ]
 
 
 def test_aggregate_mean_std_over_seeds():
     agg = lk.results.aggregate(ROWS, fields=("accuracy", "nonzeros"))
-    assert [(r["method"], r["point"], r["n"]) for r in agg] == [("a", 2, 3), ("b", 2, 1), ("a", 4, 2)]
+    assert [(r["method"], r["compression"], r["n"]) for r in agg] == [("a", 2, 3), ("b", 2, 1), ("a", 4, 2)]
     a2, b2, a4 = agg
     assert a2["accuracy_mean"] == pytest.approx(0.92)
     assert a2["accuracy_std"] == pytest.approx(0.02)               # sample std of .90 .92 .94
@@ -242,7 +242,7 @@ def test_frontier_on_hand_made_rows():
     agg = lk.results.aggregate(ROWS, fields=("accuracy", "nonzeros"))
     front = lk.results.frontier(agg, "nonzeros_mean")
     # (50, .80) b2 and (100, .92) a2 are non-dominated; a4 (50, .80) duplicates b2's point exactly
-    assert [(r["method"], r["point"]) for r in front] == [("b", 2), ("a", 4), ("a", 2)]
+    assert [(r["method"], r["compression"]) for r in front] == [("b", 2), ("a", 4), ("a", 2)]
     rows = [dict(c=1.0, accuracy_mean=0.5), dict(c=2.0, accuracy_mean=0.4), dict(c=None, accuracy_mean=0.9)]
     assert lk.results.frontier(rows, "c") == [rows[0]]
     with pytest.raises(ValueError, match="'macs'"):

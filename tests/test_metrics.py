@@ -75,3 +75,21 @@ def test_compiled_latency_compiles_every_model_even_past_dynamos_recompile_limit
     assert set(ms) == set(models) and all(0 < v < float("inf") for v in ms.values())
     assert counters["stats"]["unique_graphs"] == len(models)   # none fell back to eager
     assert lk.metrics.latency(models["m0"], (1, 28, 28), min_run_time=0.01, compile=True) > 0
+
+
+def test_measure_options_cover_removed_disk_csr_and_the_reference_side_by_side():
+    big = lk.models.build("mlp", width=0.1)                       # 784-100-100-50-20-10
+    small = lk.models.MLP(hidden=(10, 10, 5, 2))
+    lk.prune.prune_global(small, 0.5)
+    out = lk.metrics.measure(small, (1, 28, 28), reference=big, disk=True, csr=True,
+                             time_reference=True, min_run_time=0.01)
+    kept = 784 * 10 + 10 * 10 + 10 * 5 + 5 * 2 + 2 * 10
+    assert out["removed"] == pytest.approx(1 - kept / (784 * 100 + 100 * 100 + 100 * 50 + 50 * 20 + 20 * 10))
+    assert out["sparsity"] == pytest.approx(0.5, abs=1e-3)        # zeros among the remaining weights
+    assert out["disk_best_mib"] == pytest.approx(lk.metrics.disk_mib(small), rel=0) and out["disk_best_mib"] > 0
+    assert out["latency_threads"] == 1 and out["latency_dense_ms"] > 0 and out["latency_csr_ms"] > 0
+    assert out["latency_best_ms"] == min(out["latency_cpu_ms"], out["latency_csr_ms"])
+    plain = lk.metrics.measure(small, (1, 28, 28), timing=False)
+    assert not {"removed", "disk_best_mib", "latency_cpu_ms", "latency_dense_ms"} & set(plain)
+    vgg = lk.metrics.measure(lk.models.build("vgg", width=0.0625), (3, 32, 32), csr=True, min_run_time=0.01)
+    assert "latency_csr_ms" not in vgg and vgg["latency_best_ms"] == vgg["latency_cpu_ms"]
