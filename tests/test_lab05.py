@@ -197,12 +197,6 @@ def test_two_four_masks_survive_fine_tuning(tiny_data):
         assert lk.prune.is_nm(w), name
 
 
-def test_semi_structured_latency_is_none_without_cuda():
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present: the function measures instead")
-    assert lk.prune.nm.semi_structured_latency() is None
-
-
 # ---------------------------------------------------------------- aggregation and frontier
 
 ROWS = [

@@ -1,5 +1,9 @@
 """Magnitude and unit pruning: exact sparsity, masks that hold, physical removal."""
 import copy
+import runpy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +140,58 @@ def test_sweep_leaves_model_untouched():
                          lambda mm: 0.0, progress=False)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert not lk.prune.get_masks(m)
+
+
+# ---------------------------------------------------------------- max_difference (contract F)
+
+def test_max_difference_is_zero_for_equal_models_and_restores_training_modes():
+    m = small_mlp()
+    twin = copy.deepcopy(m).eval()
+    m.train()
+    m.fc2.eval()                                        # a mixed mode must come back as it was
+    x = torch.randn(8, 1, 28, 28)
+    assert lk.prune.max_difference(m, twin, x) == 0.0
+    assert m.training and not m.fc2.training and m.fc1.training and not twin.training
+
+
+def test_max_difference_of_small_models_and_their_masked_originals():
+    m = small_mlp()
+    lk.prune.prune_units(m, 0.5)
+    small, _ = lk.prune.shrink_mlp(m)
+    assert lk.prune.max_difference(small, m, torch.randn(16, 1, 28, 28)) < 1e-5
+    torch.manual_seed(0)
+    vgg = lk.models.build("vgg", width=0.0625).train()
+    with torch.no_grad():
+        for _, bn in lk.prune.channels.convs(vgg):      # BN statistics that are not the identity
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-0.5, 0.5)
+    keep = lk.prune.uniform_keep(vgg, 0.5)
+    masked = lk.prune.mask_channels(copy.deepcopy(vgg), keep)
+    small = lk.prune.shrink_vgg(vgg, keep)
+    before = {k: v.clone() for k, v in masked.state_dict().items()}
+    assert lk.prune.max_difference(small, masked, torch.randn(4, 3, 32, 32)) < 1e-5
+    assert small.training and masked.training               # modes back, BN statistics unchanged
+    assert all(torch.equal(before[k], v) for k, v in masked.state_dict().items())
+
+
+def test_max_difference_sees_a_perturbed_model_and_mismatched_outputs():
+    m = small_mlp()
+    other = copy.deepcopy(m)
+    with torch.no_grad():
+        other.fc3.weight[0, 0] += 1.0
+    x = torch.randn(8, 1, 28, 28)
+    assert lk.prune.max_difference(m, other, x) > 0
+    with pytest.raises(ValueError, match=r"\(8, 10\).*\(8, 3\)"):
+        lk.prune.max_difference(m, lk.models.MLP(hidden=(4,), num_classes=3), x)
+
+
+# ---------------------------------------------------------------- the 2:4 GPU benchmark
+
+def test_semi_structured_benchmark_skips_cleanly_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the benchmark measures instead")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "semi_structured.py"
+    assert runpy.run_path(str(script))["semi_structured_latency"]() is None
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "skipped: no CUDA device" in out.stdout, out.stderr

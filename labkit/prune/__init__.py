@@ -2,16 +2,16 @@
 (methods that prune and train are in labkit.methods). Sparsities are absolute (zeros after
 the call)."""
 from .channels import (channel_prune, check_keep, expand_vgg, l2_ranking, mask_channels,
-                       shrink_vgg, sort_channels, uniform_keep, uniform_ratios)
+                       shrink_vgg, sort_channels, uniform_keep)
 from .magnitude import n_zeros, prune_global, prune_layer, prune_per_tensor
-from .masks import (enforce, get_masks, global_sparsity, layer, prunable, remove_masks, set_mask,
-                    weight_state)
+from .masks import (enforce, get_masks, global_sparsity, layer, max_difference, prunable,
+                    remove_masks, set_mask, weight_state)
 from .nm import is_nm, nm_layers, nm_mask, prune_nm
-from .units import expand_mlp, hidden_layers, kept_units, prune_units, shrink_mlp
+from .units import expand_mlp, hidden_layers, prune_units, shrink_mlp
 
 __all__ = ["channel_prune", "check_keep", "expand_vgg", "l2_ranking", "mask_channels",
-           "shrink_vgg", "sort_channels", "uniform_keep", "uniform_ratios", "n_zeros",
-           "prune_global", "prune_layer", "prune_per_tensor", "enforce", "get_masks",
-           "global_sparsity", "layer", "prunable", "remove_masks", "set_mask", "weight_state",
-           "is_nm", "nm_layers", "nm_mask", "prune_nm", "expand_mlp", "hidden_layers",
-           "kept_units", "prune_units", "shrink_mlp"]
+           "shrink_vgg", "sort_channels", "uniform_keep", "n_zeros", "prune_global",
+           "prune_layer", "prune_per_tensor", "enforce", "get_masks", "global_sparsity", "layer",
+           "max_difference", "prunable", "remove_masks", "set_mask", "weight_state", "is_nm",
+           "nm_layers", "nm_mask", "prune_nm", "expand_mlp", "hidden_layers", "prune_units",
+           "shrink_mlp"]

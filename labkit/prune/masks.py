@@ -1,13 +1,6 @@
-"""Masks that keep pruned weights at exactly zero.
-
-A pruned layer carries a boolean buffer ``weight_mask`` (True = kept, same
-shape as its weight), the convention of torch.nn.utils.prune. Its weight is
-zeroed where the mask is False; :func:`labkit.train.fit` re-applies every mask
-after each optimiser step, so pruned weights stay exactly zero. Masks only
-grow: :func:`set_mask` refuses a mask that would un-prune a weight.
-
-Counted (prunable) weights are the weights of Conv and Linear layers.
-"""
+"""Masks that keep pruned weights at exactly zero: a pruned Conv/Linear layer carries a bool
+buffer ``weight_mask`` (True = kept, weight's shape; torch.nn.utils.prune's convention), and
+labkit.train.fit re-applies every mask after each step. Masks only grow (:func:`set_mask`)."""
 from __future__ import annotations
 
 import torch
@@ -17,7 +10,7 @@ PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 def prunable(model: nn.Module) -> dict[str, nn.Module]:
-    """{name: module} of every Conv/Linear layer, in model order."""
+    """{name: module} of every Conv/Linear layer (the counted weights), in model order."""
     return {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
 
 
@@ -28,30 +21,25 @@ def layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules:
         raise ValueError(f"unknown layer {name!r}; prunable layers are {list(prunable(model))}")
-    m = modules[name]
-    if not isinstance(m, PRUNABLE):
-        raise TypeError(f"layer {name!r} is a {type(m).__name__}; only "
+    if not isinstance(modules[name], PRUNABLE):
+        raise TypeError(f"layer {name!r} is a {type(modules[name]).__name__}; only "
                         f"{tuple(t.__name__ for t in PRUNABLE)} weights can be pruned")
-    return m
+    return modules[name]
 
 
 @torch.no_grad()
 def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
-    """Attach `mask` (bool, weight's shape; True = keep) and zero the pruned weights.
-
-    Masks only grow: where the layer already has a mask, `mask` must be False
-    wherever the old one is (combine them first: ``mask & module.weight_mask``);
-    otherwise a ValueError, and nothing changes.
-    """
+    """Attach `mask` (bool, weight's shape) and zero the pruned weights. Masks only grow: one True
+    where the old one is False raises a ValueError (pass new & old) and changes nothing."""
     if mask.shape != module.weight.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} != "
                          f"weight shape {tuple(module.weight.shape)}")
     mask = mask.to(device=module.weight.device, dtype=torch.bool)
+    regrown = int((mask & ~current_mask(module)).sum())
+    if regrown:
+        raise ValueError(f"the new mask would un-prune {regrown} weights of this layer (weight "
+                         f"{tuple(module.weight.shape)}); masks only grow: pass new & old mask")
     if hasattr(module, "weight_mask"):
-        regrown = int((mask & ~module.weight_mask).sum())
-        if regrown:
-            raise ValueError(f"the new mask would un-prune {regrown} weights of this layer (weight "
-                             f"{tuple(module.weight.shape)}); masks only grow: pass new & old mask")
         module.weight_mask = mask
     else:
         module.register_buffer("weight_mask", mask)
@@ -59,15 +47,27 @@ def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def copy_mask(src: nn.Module, dst: nn.Module, rows=None, cols=None) -> None:
-    """Give `dst` the mask of `src` restricted to weight rows `rows` (k,) and
-    columns `cols` (j,) (None: all), i.e. src.weight_mask[rows][:, cols], of
-    dst.weight's shape. Nothing when `src` has no mask."""
-    if not hasattr(src, "weight_mask"):
-        return
-    mask = src.weight_mask if rows is None else src.weight_mask[rows.to(src.weight_mask.device)]
-    mask = mask if cols is None else mask[:, cols.to(mask.device)]
-    set_mask(dst, mask.clone())
+def take(src: nn.Module, dst: nn.Module, rows=None, cols=None) -> None:
+    """dst.weight (and mask, if src has one) = src's at weight rows `rows` (k,) x columns `cols`
+    (j,) (None: all): the slice a physically smaller layer keeps."""
+    w = src.weight if rows is None else src.weight[rows]
+    dst.weight.copy_(w if cols is None else w[:, cols])
+    if hasattr(src, "weight_mask"):
+        mask = src.weight_mask if rows is None else src.weight_mask[rows.to(src.weight_mask.device)]
+        set_mask(dst, (mask if cols is None else mask[:, cols.to(mask.device)]).clone())
+
+
+@torch.no_grad()
+def put(small: nn.Module, big: nn.Module, rows, cols, mask: bool = False) -> None:
+    """The inverse of :func:`take`: big.weight = small's at rows (k,) x cols (j,), zero elsewhere;
+    big's mask = small's there (all-True without one, only if `mask`) and False elsewhere."""
+    at = rows[:, None], cols[None, :]
+    big.weight.zero_()
+    big.weight[at] = small.weight
+    if mask or hasattr(small, "weight_mask"):
+        keep = torch.zeros_like(big.weight, dtype=torch.bool)
+        keep[at] = current_mask(small)
+        set_mask(big, keep)
 
 
 def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -113,3 +113,19 @@ def remove_masks(model: nn.Module) -> nn.Module:
 def weight_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict without mask buffers: what a deployed model would store."""
     return {k: v for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
+
+
+@torch.no_grad()
+def max_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    """max |a(x) - b(x)| in eval mode (x on a's device), e.g. a physically smaller model against
+    its masked original; every module's training mode is restored afterwards."""
+    modes = [(m, m.training) for m in (*a.modules(), *b.modules())]
+    try:
+        x = x.to(next(a.parameters(), x).device)
+        ya, yb = a.eval()(x), b.eval()(x)
+        if ya.shape != yb.shape:
+            raise ValueError(f"outputs of shapes {tuple(ya.shape)} and {tuple(yb.shape)} differ")
+        return float((ya - yb).abs().max())
+    finally:
+        for m, mode in modes:
+            m.training = mode
