@@ -1,7 +1,7 @@
 """labkit: the helper library of the pruning labs. ``import labkit as lk``.
 
 Modules by level; a module imports only from its own level or below (tests/test_layers.py):
-  0 config, io                       settings, paths, validators; atomic and checksummed files
+  0 config, io, recipes              settings, paths, validators; safe files; dense recipes
   1 data, models, guard              datasets and loaders; MLP / VGG / ResNet; the runner's guard
   2 prune/                           primitives that never train: masks, magnitude, units,
                                      channels, nm
