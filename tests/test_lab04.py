@@ -110,7 +110,7 @@ def test_vgg_macs_matches_the_flop_counter():
 
 def test_greedy_returns_smaller_models_equal_to_the_masked_original():
     m, data = tiny_vgg(), tiny_data()
-    ev = greedy.batch_evaluator(data, 16)
+    ev = lk.train.evaluator(data.subset(16, "val", seed=None))
     results = greedy.greedy_prune(m, ev, [0.8, 0.6], step=0.25, progress=False)
     assert [r.target for r in results] == [0.8, 0.6]
     dense = greedy.cost(m, "params")
@@ -137,7 +137,7 @@ def test_greedy_commits_the_removal_that_loses_least():
 
 def test_greedy_with_finetune_still_expands_exactly():
     m, data = tiny_vgg(), tiny_data()
-    ev = greedy.batch_evaluator(data, 16)
+    ev = lk.train.evaluator(data.subset(16, "val", seed=None))
     calls = []
 
     def finetune(model):
@@ -155,7 +155,7 @@ def test_greedy_with_finetune_still_expands_exactly():
 
 def test_hybrid_masks_the_remaining_filters():
     m, data = tiny_vgg(), tiny_data()
-    r = greedy.greedy_prune(m, greedy.batch_evaluator(data, 16), 0.8, step=0.25, progress=False)[0]
+    r = greedy.greedy_prune(m, lk.train.evaluator(data.subset(16, "val", seed=None)), 0.8, step=0.25, progress=False)[0]
     h = greedy.hybrid(r, 0.5)
     assert h.channels == r.model.channels and lk.prune.global_sparsity(h) == pytest.approx(0.5, abs=1e-4)
     assert lk.prune.global_sparsity(r.model) == 0.0  # the greedy result is not modified
@@ -180,10 +180,10 @@ def test_greedy_rejects_non_vgg_and_bad_batch_sets():
     with pytest.raises(TypeError, match="MLP"):
         greedy.greedy_prune(lk.models.build("mlp", width=0.1), lambda m: 0.0, 0.5)
     with pytest.raises(ValueError, match="n=65"):
-        greedy.batch_evaluator(tiny_data(), 65)
+        tiny_data().subset(65, "val", seed=None)
     with pytest.raises(ValueError, match="n=0"):
-        greedy.train_subset(tiny_data(), 0)
-    sub = greedy.train_subset(tiny_data(), 10)
+        tiny_data().subset(0)
+    sub = tiny_data().subset(10)
     assert len(sub.train) == 10 and "SUBSET" in sub.notes[-1]
 
 

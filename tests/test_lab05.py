@@ -272,20 +272,20 @@ def test_compare_rejects_bad_points_budgets_and_methods(tmp_env):
     with pytest.raises(ValueError, match="empty"):
         compare.check_points([])
     with pytest.raises(ValueError, match="epochs=-1"):
-        compare.Budget(epochs=-1, lr=0.1, batch_size=8)
+        lk.methods.Budget(epochs=-1, lr=0.1, batch_size=8)
     with pytest.raises(ValueError, match="lr=0"):
-        compare.Budget(epochs=1, lr=0, batch_size=8)
+        lk.methods.Budget(epochs=1, lr=0, batch_size=8)
     with pytest.raises(ValueError, match="label_smoothing=1.0"):
-        compare.Budget(epochs=1, lr=0.1, batch_size=8, label_smoothing=1.0)
-    assert compare.Budget(1, 0.1, 8, label_smoothing=0.2).label().endswith("ls 0.2")
-    assert "ls" not in compare.Budget(1, 0.1, 8).label()   # rows of earlier runs keep their label
+        lk.methods.Budget(epochs=1, lr=0.1, batch_size=8, label_smoothing=1.0)
+    assert lk.methods.Budget(1, 0.1, 8, label_smoothing=0.2).label().endswith("ls 0.2")
+    assert "ls" not in lk.methods.Budget(1, 0.1, 8).label()   # rows of earlier runs keep their label
     cfg = lk.configure("smoke", {"smoke": {}}, lab="05", dataset="mnist", quiet=True)
     dense = lk.models.build("mlp", width=0.05)
     with pytest.raises(ValueError, match="'pruning by vibes'"):
-        compare.run(cfg, cfg.data, "mlp", dense, "k", ["pruning by vibes"], [2], compare.Budget(0, 0.1, 8), 0)
+        compare.run(cfg, cfg.data, "mlp", dense, "k", ["pruning by vibes"], [2], lk.methods.Budget(0, 0.1, 8), 0)
     with pytest.raises(ValueError, match="channels L2"):
         compare.run(cfg, cfg.data, "mlp", dense, "k", ["channels L2 (physical)"], [2],
-                    compare.Budget(0, 0.1, 8), 0, timing=False)
+                    lk.methods.Budget(0, 0.1, 8), 0, timing=False)
 
 
 def test_compare_records_rows_that_reach_their_points(tmp_env):
@@ -293,18 +293,23 @@ def test_compare_records_rows_that_reach_their_points(tmp_env):
 
     cfg = lk.configure("smoke", {"smoke": {}}, lab="05", dataset="mnist", quiet=True)
     dense = lk.models.build("mlp", width=0.2)
-    budget = compare.Budget(epochs=0, lr=0.1, batch_size=64)
+    budget = lk.methods.Budget(epochs=0, lr=0.1, batch_size=64)
     names = ["magnitude, global one-shot", "units (physical)", "2:4 semi-structured"]
     rows = compare.run(cfg, cfg.data, "mlp", dense, "key1", names, [2, 8], budget, 0, timing=False,
                        log=lambda *a: None)
-    by = {(r["method"], r["point"]): r for r in rows}
-    assert by["magnitude, global one-shot", 8.0]["compression"] == pytest.approx(8.0, rel=1e-4)
-    assert by["units (physical)", 8.0]["compression"] >= 8.0 and by["units (physical)", 8.0]["structured"]
-    assert by["units (physical)", 8.0]["physical_mib"] < by["units (physical)", 8.0]["dense_mib"]
+    by = {(r["method"], r["compression"]): r for r in rows}
+    assert "point" not in rows[0]
+    assert by["magnitude, global one-shot", 8.0]["compression_reached"] == pytest.approx(8.0, rel=1e-4)
+    units = by["units (physical)", 8.0]
+    assert units["compression_reached"] >= 8.0 and units["structured"]
+    assert units["physical_mib"] < units["dense_mib"]
     assert ("2:4 semi-structured", 2.0) in by and ("2:4 semi-structured", 8.0) not in by
     assert all(r["budget"] == budget.label() and r["dense_key"] == "key1" for r in rows)
     saved = lk.results.load(lk.results.path_for("smoke"))
-    assert sorted((r["method"], r["point"]) for r in saved) == sorted(by)
+    assert sorted((r["method"], r["compression"]) for r in saved) == sorted(by)
+    untimed = [dict(r, latency_best_ms=None, latency_cpu_ms=None) for r in rows]   # timing=False
+    table = compare.summary(compare.aggregate(untimed))
+    assert [t["compression"] for t in table][:2] == ["2x", "8x"] and table[0]["reached"] == "2.0x"
 
 
 def test_compare_two_four_reports_its_own_point_whatever_was_asked(tmp_env):
@@ -312,8 +317,9 @@ def test_compare_two_four_reports_its_own_point_whatever_was_asked(tmp_env):
 
     cfg = lk.configure("smoke", {"smoke": {}}, lab="05", dataset="mnist", quiet=True)
     rows = compare.run(cfg, cfg.data, "mlp", lk.models.build("mlp", width=0.2), "k", ["2:4 semi-structured"], [4],
-                       compare.Budget(0, 0.1, 64), 0, timing=False, log=lambda *a: None)
-    assert [r["point"] for r in rows] == [2.0] and rows[0]["compression"] == pytest.approx(2.0, rel=0.01)
+                       lk.methods.Budget(0, 0.1, 64), 0, timing=False, log=lambda *a: None)
+    assert [r["compression"] for r in rows] == [2.0]
+    assert rows[0]["compression_reached"] == pytest.approx(2.0, rel=0.01)
 
 
 def test_rows_name_the_method_settings_but_not_the_timing_settings():
@@ -322,3 +328,56 @@ def test_rows_name_the_method_settings_but_not_the_timing_settings():
     base = dict(scan_images=50, scan_sparsities=[0.5, 0.9])
     assert compare.knobs_key(base) == compare.knobs_key({**base, "latency_s": 0.01})
     assert compare.knobs_key(base) != compare.knobs_key({**base, "scan_images": 60})
+
+
+# ---------------------------------------------------------------- the method interface
+
+KNOBS = dict(greedy_val_images=32, greedy_step=0.5, sss_shrink=1.0, sss_gate_lr=1.0, sss_epochs=1,
+             sss_lr=0.01, sss_batch_size=32, sss_recalibrate=1, iterative_steps=2, scan_images=32,
+             scan_sparsities=[0.5, 0.9, 0.99])
+
+
+@pytest.fixture(scope="module")
+def tiny_pairs():
+    """{'MLP' | 'VGG': (dense model, synthetic data)}, small enough to run every method."""
+    mnist = lk.data.load("synthetic-mnist", val_size=64, train_subset=128)
+    cifar = lk.data.load("synthetic-cifar10", val_size=64, train_subset=128)
+    return {"MLP": (lk.models.build("mlp", width=0.2), mnist),
+            "VGG": (lk.models.build("vgg", width=0.0625), cifar)}
+
+
+@pytest.mark.parametrize("name", list(lk.methods.METHODS))
+def test_prune_to_reaches_its_target_and_leaves_the_dense_model(name, tiny_pairs):
+    kinds = {k.__name__ for k in lk.methods.METHODS[name][1]}
+    dense, data = tiny_pairs["MLP" if "MLP" in kinds else "VGG"]
+    before = {k: v.clone() for k, v in dense.state_dict().items()}
+    ctx = lk.methods.Context(data, lk.methods.Budget(1, 0.01, 32), 0, KNOBS, (4.0,))
+    pruned, info = lk.methods.prune_to(name, dense, 4, ctx)
+    nonzero, total = lk.prune.masks.count_weights(pruned)[0], lk.prune.masks.count_weights(dense)[1]
+    assert info["compression"] == (2.0 if name.startswith("2:4") else 4.0)
+    assert total / nonzero >= 0.99 * info["compression"], (name, total / nonzero)
+    assert info["structured"] == ("physical" in name or name.startswith("hybrid"))
+    assert all(torch.equal(v, dense.state_dict()[k]) for k, v in before.items())
+    if info["structured"]:
+        assert info["reference"] is dense and lk.metrics.count_params(pruned) < lk.metrics.count_params(dense)
+    ctx.fine_tune(pruned, info.get("tune_images"))       # the common budget keeps every mask
+    assert lk.prune.masks.count_weights(pruned)[0] <= nonzero
+
+
+def test_prune_to_names_the_allowed_methods_and_shares_work_between_targets(tiny_pairs):
+    dense, data = tiny_pairs["VGG"]
+    ctx = lk.methods.Context(data, lk.methods.Budget(0, 0.1, 32), 0, KNOBS, (2.0, 4.0))
+    with pytest.raises(ValueError, match="allowed: .*'magnitude, per tensor'"):
+        lk.methods.prune_to("pruning by vibes", dense, 4, ctx)
+    with pytest.raises(ValueError, match="does not apply to a VGG"):
+        lk.methods.prune_to("units (physical)", dense, 4, ctx)
+    with pytest.raises(ValueError, match="target=0.5"):
+        lk.methods.prune_to("magnitude, per tensor", dense, 0.5, ctx)
+    with pytest.raises(lk.methods.Unreachable, match="2x"):
+        lk.methods.prune_to("hybrid greedy + magnitude", dense, 2, ctx)
+    lk.methods.prune_to("greedy filter (physical)", dense, 4, ctx)
+    path = ctx.memo["greedy"]
+    lk.methods.prune_to("greedy filter (physical)", dense, 2, ctx)
+    assert ctx.memo["greedy"] is path                     # one greedy search for every target
+    assert sorted(lk.methods.applicable(lk.models.build("mlp", width=0.05))) == sorted(
+        n for n, (_, kinds) in lk.methods.METHODS.items() if lk.models.MLP in kinds)

@@ -23,7 +23,6 @@ import torch
 from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 
 from .. import config
-from ..data import Data, Split
 from ..models import VGG
 from ..prune.channels import expand_vgg, l2_ranking, shrink_vgg
 from ..prune.magnitude import prune_global
@@ -90,42 +89,6 @@ class GreedyResult:
         return expand_vgg(self.model, self.keep, self.channels)
 
 
-def batch_evaluator(data: Data, n: int, split: str = "val", batch_size: int = 250) -> Callable:
-    """A function model -> accuracy on the first `n` images of `split`, whose
-    normalised batches are built once (the fixed validation batch set)."""
-    total = len(getattr(data, split)) if split in ("train", "val", "test") else 0
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= total:
-        raise ValueError(f"n={n!r} must be an integer in 1..{total} "
-                         f"(images of the {split!r} split)")
-    sub = Data(**{**data.__dict__,
-                  split: Split(getattr(data, split).x[:n], getattr(data, split).y[:n])})
-    batches = list(sub.loader(split, batch_size))
-
-    @torch.no_grad()
-    def evaluate(model) -> float:
-        was = model.training
-        model.eval()
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
-        model.train(was)
-        return correct / n
-
-    return evaluate
-
-
-def train_subset(data: Data, n: int | None, seed: int = 0) -> Data:
-    """`data` with only `n` training images (a fixed random subset), for brief
-    fine-tunes; val and test are unchanged. The name says it is a subset.
-    n=None: `data` itself (every training image)."""
-    if n is None:
-        return data
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n <= len(data.train):
-        raise ValueError(f"n={n!r} must be an integer in 1..{len(data.train)} (training images)")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data.train), generator=g)[:n].to(data.train.x.device)
-    return Data(**{**data.__dict__, "train": Split(data.train.x[idx], data.train.y[idx]),
-                   "notes": data.notes + [f"fine-tuning on a SUBSET of {n:,} training images"]})
-
-
 def _check(model, targets, by, step, min_channels) -> list[float]:
     if not isinstance(model, VGG):
         raise TypeError(f"greedy pruning needs a labkit VGG, got {type(model).__name__}")
@@ -164,7 +127,7 @@ def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params",
                  input_shape: tuple = (3, 32, 32), progress: bool = True) -> list[GreedyResult]:
     """Greedy filter pruning of a copy of `model` down to each of `targets`.
 
-    evaluate: model -> accuracy on a fixed validation batch set (see batch_evaluator);
+    evaluate: model -> accuracy on a fixed validation batch set (see train.evaluator);
     targets: fractions of the dense cost (by='params' or 'macs') in (0, 1];
     finetune: model -> None, called in place after each committed step (None: no fine-tune).
     Returns one GreedyResult per target, largest target first: a copy of the
