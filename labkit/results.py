@@ -15,7 +15,8 @@ import math
 import os
 from pathlib import Path
 
-from . import config
+from . import config, train
+from . import metrics as _metrics
 from .io import atomic_write_text
 from .metrics import pareto_front
 
@@ -115,6 +116,20 @@ def record(cfg, data, *, method: str, model: str, accuracy: float, metrics: dict
     path = Path(path) if path is not None else path_for(cfg.profile)
     _rewrite(path, lambda rows: [r for r in rows if _key(r) != _key(row)] + [row])
     return row
+
+
+def measure(cfg, net, *, method: str, model: str, reference=None, timing: bool = True,
+            accuracy: float | None = None, accuracy_official: float | None = None,
+            options: dict | None = None, **fields) -> dict:
+    """THE way a notebook records a row: `net`'s accuracy on cfg.data.test (and on
+    cfg.data.official when there is one) unless `accuracy` is given, then
+    metrics.measure(net, cfg.data.shape, reference, timing, **options), then record."""
+    data = cfg.data
+    if accuracy is None:
+        accuracy, accuracy_official = train.evaluate(net, data), train.official(net, data)
+    m = _metrics.measure(net, data.shape, reference=reference, timing=timing, **(options or {}))
+    return record(cfg, data, method=method, model=model, accuracy=accuracy,
+                  accuracy_official=accuracy_official, metrics=m, **fields)
 
 
 def _rewrite(path: Path, change) -> int:

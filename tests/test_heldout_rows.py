@@ -89,3 +89,21 @@ def test_points_reads_a_limit_as_written():
     assert 0.9005 - 0.8905 > 0.01                        # the float subtraction overshoots...
     assert lk.results.points(0.9005 - 0.8905) == 1.0     # ...a difference in points does not
     assert lk.results.points(-0.0123) == -1.23
+
+
+def test_results_measure_evaluates_both_sets_measures_and_records(tmp_env, held):
+    cfg = _cfg()
+    cfg.data = held.holdout_as_test()
+    net = lk.models.build("vgg", width=0.0625)
+    small = lk.prune.channels.shrink_vgg(net, {i: torch.arange(c // 2) for i, c in enumerate(net.channels)})
+    row = lk.results.measure(cfg, small, method="m", model="vgg", reference=net, timing=False,
+                             channel_ratio=0.5, note="x")
+    assert row["accuracy"] == lk.train.evaluate(small, cfg.data)
+    assert row["accuracy_official"] == lk.train.evaluate(small, cfg.data, "official")
+    assert row["removed"] > 0.7 and row["channel_ratio"] == 0.5 and row["note"] == "x"
+    assert row["params"] == lk.metrics.count_params(small) and "latency_cpu_ms" not in row
+    assert lk.results.load(lk.results.path_for("smoke")) == [row]
+    given = lk.results.measure(cfg, small, method="m", model="vgg", timing=False, accuracy=0.5,
+                               accuracy_official=0.25, channel_ratio=0.5, options=dict(disk=True))
+    assert (given["accuracy"], given["accuracy_official"]) == (0.5, 0.25) and given["disk_best_mib"] > 0
+    assert lk.results.load(lk.results.path_for("smoke")) == [given]   # same key: replaced
