@@ -6,12 +6,5 @@ from .channels import (channel_prune, check_keep, expand_vgg, l2_ranking, mask_c
 from .magnitude import n_zeros, prune_global, prune_layer, prune_per_tensor
 from .masks import (enforce, get_masks, global_sparsity, layer, max_difference, prunable,
                     remove_masks, set_mask, weight_state)
-from .nm import is_nm, nm_layers, nm_mask, prune_nm
+from .nm import is_nm, nm_mask, prune_nm
 from .units import expand_mlp, hidden_layers, prune_units, shrink_mlp
-
-__all__ = ["channel_prune", "check_keep", "expand_vgg", "l2_ranking", "mask_channels",
-           "shrink_vgg", "sort_channels", "uniform_keep", "n_zeros", "prune_global",
-           "prune_layer", "prune_per_tensor", "enforce", "get_masks", "global_sparsity", "layer",
-           "max_difference", "prunable", "remove_masks", "set_mask", "weight_state", "is_nm",
-           "nm_layers", "nm_mask", "prune_nm", "expand_mlp", "hidden_layers", "prune_units",
-           "shrink_mlp"]

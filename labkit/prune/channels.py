@@ -1,10 +1,7 @@
-"""Channel (filter) removal in the VGG, as a mask and as a physically smaller model. A plan is
-``keep = {conv index: kept output channels (k,)}``. Removing channel j of conv i removes filter
-j, bn i's entry j and input channel j of the next conv (or column j of the classifier). The
-masked twin zeroes filter j AND bn i's weight and bias at j, so the channel outputs exactly 0
-after BN + ReLU (a zero filter alone still outputs BN's bias): both compute the same in eval."""
-from __future__ import annotations
-
+"""Channel removal in the VGG, as a mask and as a smaller model; a plan is {conv index: kept
+channels (k,)}. Removing channel j of conv i removes filter j, bn i's entry j and input channel j
+of the next layer; its masked twin zeroes filter j AND bn i's weight and bias at j (a zero filter
+alone still outputs BN's bias), so both compute the same in eval mode."""
 import copy
 
 import torch
@@ -26,15 +23,14 @@ def convs(model: VGG) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
 
 
 def check_keep(model: VGG, keep: dict) -> dict[int, torch.Tensor]:
-    """A checked plan {conv index in range: unique sorted channel indices (k,), 1 <= k <= C_i}."""
+    """A checked plan {conv index (keys as :func:`_conv_index`): sorted unique channels (k,)}."""
     convs(model)  # a TypeError for anything but a labkit VGG
     if not isinstance(keep, dict):
         raise TypeError(f"keep must be a dict {{conv index: kept channel indices}}, "
                         f"got {type(keep).__name__}")
     out = {}
     for i, idx in keep.items():
-        if not isinstance(i, int) or not 0 <= i < len(model.channels):
-            raise ValueError(f"conv index {i!r} is not in 0..{len(model.channels) - 1}")
+        i = _conv_index(model, i)
         idx = torch.as_tensor(idx, dtype=torch.long).flatten().cpu()
         c = model.channels[i]
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= c or len(idx.unique()) != len(idx):

@@ -1,8 +1,6 @@
 """Magnitude (L1) pruning, per tensor and global. ``sparsity`` is absolute: round(sparsity * n)
 of the n weights are zero after the call (Python's round, as torch.nn.utils.prune). Weights
 pruned before rank below every live weight, so they stay pruned."""
-from __future__ import annotations
-
 import torch
 from torch import nn
 
@@ -35,11 +33,6 @@ def _scores(module: nn.Module) -> torch.Tensor:
     return s.masked_fill(~current_mask(module).flatten(), -1.0)
 
 
-def _names(model: nn.Module, layers) -> list[str]:
-    """`layers` as a list, or every Conv/Linear layer when None."""
-    return list(prunable(model)) if layers is None else list(layers)
-
-
 def _checked(model: nn.Module, name: str, sparsity) -> tuple[nn.Module, int]:
     """(layer, zeros) to prune `name` to `sparsity`, checked: fraction, name, masks only grow."""
     sparsity = check_fraction(f"sparsity for layer {name!r}", sparsity)
@@ -64,7 +57,7 @@ def prune_per_tensor(model: nn.Module, sparsity, layers=None) -> dict[str, torch
     if isinstance(sparsity, dict) and layers is not None:
         raise ValueError("give either a per-layer sparsity dict or `layers`, not both")
     plan = (dict(sparsity) if isinstance(sparsity, dict)
-            else dict.fromkeys(_names(model, layers), sparsity))
+            else dict.fromkeys(prunable(model) if layers is None else layers, sparsity))
     for name, s in plan.items():
         _checked(model, name, s)
     return {name: prune_layer(model, name, s) for name, s in plan.items()}
@@ -75,7 +68,7 @@ def prune_global(model: nn.Module, sparsity: float, layers=None) -> dict[str, to
     """Zero the round(sparsity * N) smallest |w| over all `layers` together (default every
     Conv/Linear). Returns {layer: keep-mask (weight's shape)}."""
     sparsity = check_fraction("sparsity", sparsity)
-    names = _names(model, layers)
+    names = list(prunable(model)) if layers is None else list(layers)
     if not names:
         raise ValueError("no layers to prune")
     modules = {n: layer(model, n) for n in names}

@@ -1,8 +1,5 @@
-"""Masks that keep pruned weights at exactly zero: a pruned Conv/Linear layer carries a bool
-buffer ``weight_mask`` (True = kept, weight's shape; torch.nn.utils.prune's convention), and
-labkit.train.fit re-applies every mask after each step. Masks only grow (:func:`set_mask`)."""
-from __future__ import annotations
-
+"""Masks: a pruned Conv/Linear layer has a bool buffer ``weight_mask`` (True = kept, weight's
+shape), re-applied by labkit.train.fit after each step. Masks only grow (:func:`set_mask`)."""
 import torch
 from torch import nn
 
@@ -32,17 +29,12 @@ def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
     """Attach `mask` (bool, weight's shape) and zero the pruned weights. Masks only grow: one True
     where the old one is False raises a ValueError (pass new & old) and changes nothing."""
     if mask.shape != module.weight.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} != "
-                         f"weight shape {tuple(module.weight.shape)}")
+        raise ValueError(f"mask shape {tuple(mask.shape)} != weight {tuple(module.weight.shape)}")
     mask = mask.to(device=module.weight.device, dtype=torch.bool)
     regrown = int((mask & ~current_mask(module)).sum())
     if regrown:
-        raise ValueError(f"the new mask would un-prune {regrown} weights of this layer (weight "
-                         f"{tuple(module.weight.shape)}); masks only grow: pass new & old mask")
-    if hasattr(module, "weight_mask"):
-        module.weight_mask = mask
-    else:
-        module.register_buffer("weight_mask", mask)
+        raise ValueError(f"mask would un-prune {regrown} weights (masks only grow: pass new & old)")
+    module.register_buffer("weight_mask", mask)   # replaces the old mask buffer, if any
     module.weight.mul_(mask)
 
 
@@ -77,9 +69,8 @@ def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def current_mask(module: nn.Module) -> torch.Tensor:
     """The layer's mask, or all-True when it has none."""
-    if hasattr(module, "weight_mask"):
-        return module.weight_mask
-    return torch.ones_like(module.weight, dtype=torch.bool)
+    mask = getattr(module, "weight_mask", None)
+    return torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask
 
 
 def count_weights(model: nn.Module) -> tuple[int, int]:
@@ -117,8 +108,8 @@ def weight_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def max_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
-    """max |a(x) - b(x)| in eval mode (x on a's device), e.g. a physically smaller model against
-    its masked original; every module's training mode is restored afterwards."""
+    """max |a(x) - b(x)| in eval mode (x on a's device): a physically smaller model against its
+    masked original. Every module's training mode is restored."""
     modes = [(m, m.training) for m in (*a.modules(), *b.modules())]
     try:
         x = x.to(next(a.parameters(), x).device)

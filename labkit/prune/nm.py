@@ -1,11 +1,7 @@
-"""N:M semi-structured magnitude pruning (2:4 by default), the pattern of NVIDIA's sparse tensor
-cores (torch.sparse.to_sparse_semi_structured). Groups are m consecutive weights along the input
-dim: a Linear (out, in) along `in`, a Conv (out, in, kh, kw) along its input channels at each
-kernel position. Each group keeps its n largest LIVE |w| (masks only grow: a group with fewer
-live weights keeps only those). Layers whose input dim is not a multiple of m (a first conv on 3
-RGB channels) are skipped by default and rejected when named."""
-from __future__ import annotations
-
+"""N:M semi-structured magnitude pruning (2:4 by default; NVIDIA's sparse tensor cores). Each
+group of m weights along the input dim (a Conv's input channels at each kernel position) keeps
+its n largest LIVE |w| (masks only grow). Layers whose input dim is not a multiple of m (a first
+conv on RGB) are skipped by default and rejected when named."""
 import torch
 from torch import nn
 
@@ -35,11 +31,6 @@ def _grouped(w: torch.Tensor, m: int) -> torch.Tensor:
     return w.reshape(-1, m)
 
 
-def nm_layers(model: nn.Module, m: int = 4) -> list[str]:
-    """The Conv/Linear layers whose input dimension is a multiple of m (the default targets)."""
-    return [name for name, mod in prunable(model).items() if _fits(mod.weight, m)]
-
-
 @torch.no_grad()
 def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4,
             mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,9 +42,7 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4,
         raise ValueError(f"weight of shape {tuple(weight.shape)}: its input dim {dim}"
                          f" is not a multiple of m={m}")
     score = weight.detach().abs().float()
-    if mask is not None:
-        score = torch.where(mask, score, torch.full_like(score, -1.0))
-    g = _grouped(score, m)                                   # (G, m)
+    g = _grouped(score if mask is None else score.masked_fill(~mask, -1.0), m)   # (G, m)
     top = torch.topk(g, n, dim=1, sorted=False).indices      # (G, n)
     keep = torch.zeros_like(g, dtype=torch.bool).scatter_(1, top, True)
     if weight.ndim == 4:                                     # back to (out, in, kh, kw)
@@ -65,10 +54,11 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4,
 
 @torch.no_grad()
 def prune_nm(model: nn.Module, n: int = 2, m: int = 4, layers=None) -> dict[str, torch.Tensor]:
-    """N:M magnitude pruning of `layers` (default: :func:`nm_layers`) on top of any mask; every
-    layer is checked before any is pruned. Returns {layer: keep-mask (weight's shape)}."""
+    """N:M magnitude pruning of `layers` (default: every Conv/Linear that fits) on top of any mask;
+    every layer is checked before any is pruned. Returns {layer: keep-mask (weight's shape)}."""
     n, m = _check_nm(n, m)
-    names = nm_layers(model, m) if layers is None else list(layers)
+    fit = [name for name, mod in prunable(model).items() if _fits(mod.weight, m)]
+    names = fit if layers is None else list(layers)
     if not names:
         raise ValueError(f"no layer of this {type(model).__name__} has an input dim "
                          f"divisible by m={m}")
@@ -77,7 +67,7 @@ def prune_nm(model: nn.Module, n: int = 2, m: int = 4, layers=None) -> dict[str,
         modules[name] = mod = layer(model, name)
         if not _fits(mod.weight, m):
             raise ValueError(f"layer {name!r} has input dim {mod.weight.shape[1]}, "
-                             f"not a multiple of m={m}; layers that fit: {nm_layers(model, m)}")
+                             f"not a multiple of m={m}; layers that fit: {fit}")
     masks = {}
     for name, mod in modules.items():
         masks[name] = nm_mask(mod.weight, n, m, current_mask(mod))

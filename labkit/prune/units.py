@@ -1,8 +1,5 @@
-"""Unit (neuron) pruning of a bias-free MLP, as a mask and as a physically smaller MLP. A unit
-is one output of a Linear, row j of its weight (out, in), ranked by that row's L2 norm; by
-default every Linear but the last (the logits) is pruned, as in the original study."""
-from __future__ import annotations
-
+"""Unit pruning of a bias-free MLP, as a mask and as a smaller MLP: unit j of a Linear is row j
+of its weight (out, in), ranked by L2 norm; every Linear but the logits is pruned by default."""
 import torch
 from torch import nn
 
@@ -22,8 +19,7 @@ def hidden_layers(model: MLP) -> list[str]:
     if not isinstance(model, MLP):
         raise TypeError(f"unit pruning needs a labkit MLP, got {type(model).__name__}")
     if any(m.bias is not None for m in model.modules() if isinstance(m, nn.Linear)):
-        raise ValueError("unit pruning here assumes Linear layers without bias "
-                         "(a removed unit must output exactly zero)")
+        raise ValueError("unit pruning needs Linear layers without bias (a removed unit outputs 0)")
     return _linears(model)[:-1]
 
 
