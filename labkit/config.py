@@ -1,10 +1,5 @@
-"""Profiles, paths, device choice, seeding, the environment stamp and the shared validators.
-
-Level 0 of labkit: imports nothing from the package. A profile says what kind of run this is:
-smoke (synthetic stand-ins, tiny sizes), cpu (real MNIST / CIFAR-10, laptop-sized), full
-(original sizes, one GPU). Each notebook keeps one hyper-parameter dict per profile and hands
-them to :func:`make`, which returns a :class:`Config`.
-"""
+"""Profiles (smoke: synthetic stand-ins, tiny sizes; cpu: real data, laptop-sized; full: the
+studies' sizes, one GPU), paths, device, seeding, the environment stamp, shared validators."""
 from __future__ import annotations
 
 import functools

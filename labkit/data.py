@@ -1,12 +1,6 @@
-"""Datasets as tensors (uint8 images x: (N, C, H, W), int64 labels y: (N,)) and DeviceLoader,
-which normalises and augments whole batches on the training device.
-
-Sources of load(name): 'mnist' (torchvision's files under $LABKIT_DATA/MNIST/raw), 'cifar10'
-(an ImageFolder tree from $LABKIT_CIFAR10_FOLDER or folder=, else torchvision's pickles under
-$LABKIT_DATA/cifar-10-batches-py), 'synthetic-mnist' / 'synthetic-cifar10' (deterministic,
-learnable stand-ins, no files). Val is carved from train by a fixed permutation (VAL_SEED);
-holdout=N sets aside its last N images, leaving val (and train, while it fits) unchanged.
-"""
+"""Datasets as tensors (uint8 images x: (N, C, H, W), int64 labels y: (N,)) from MNIST,
+CIFAR-10 or synthetic stand-ins (load), and DeviceLoader, which normalises and augments whole
+batches on the training device. Val and holdout are carved from train by a fixed permutation."""
 from __future__ import annotations
 
 import hashlib

@@ -1,10 +1,6 @@
-"""What keeps a report run safe to stop and to start twice (used by labkit.report only).
-
-profile_lock: one run per profile, an flock on reports/<profile>/.report.lock (ProfileBusy
-names the holder's pid). Guard: SIGINT / SIGTERM kill every tracked kernel's process group
-(jupyter_client starts each kernel in a session of its own, so a terminal's Ctrl-C never
-reaches it) and raise Stopped while a notebook runs; the runner exits 128 + the signal.
-"""
+"""What keeps a report run safe to stop and to start twice (used by labkit.report): one run
+per profile (profile_lock), and SIGINT / SIGTERM end every kernel (each runs in a session of
+its own, so a terminal's Ctrl-C never reaches it) and stop the run (Guard)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,7 +1,5 @@
-"""Safe files: every write goes to a temporary name in the same folder, is flushed, then moved
-into place with os.replace (a crash leaves the previous file or nothing, never half a file).
-Cache entries carry a sha256 of their payload; :func:`load_verified` returns None for a
-missing, truncated or corrupt one, so the caller rebuilds it."""
+"""Safe files: atomic writes (a temporary file, fsync, os.replace: never half a file) and cache
+entries with a sha256 of their payload (a corrupt one is rebuilt, never used)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,12 +1,7 @@
-"""The report runner behind ``python -m labkit report``: runs the source notebooks with
-papermill into reports/<profile>/, exports HTML beside each, and writes README.md, an index.
-
-Each notebook runs staged in reports/<profile>/.<name>.running/ (its rows and figures go there,
-results.folder_for); only a run that succeeds swaps them, its notebook and HTML in. A failed,
-timed-out or stopped run leaves the lab's earlier files as they were and keeps its partial
-output as <name>.FAILED.ipynb (and .html). Exit status: 0, 1 when a notebook failed, 128 + the
-signal after SIGINT (130) or SIGTERM (143), 75 when another run holds the profile.
-"""
+"""``python -m labkit report``: runs the notebooks with papermill into reports/<profile>/ (HTML
+beside each, README.md an index), each staged in .<name>.running/: only a run that succeeds
+swaps in its rows, figures and notebook; a failed one is kept as <name>.FAILED.ipynb. Exit
+status: 0, 1 (a notebook failed), 128 + signal (stopped), 75 (another run holds the profile)."""
 from __future__ import annotations
 
 import argparse
@@ -65,9 +60,13 @@ def execute(src: Path, stage: Path, out_dir: Path, profile: str, parameters: dic
         guard.reap_kernels()
 
 
-def adopt_run(stage: Path, out_dir: Path, name: str, lab: str, base: list) -> int:
-    """Swap a successful run in: its rows (results.adopt), its figures (they replace the
-    lab's), its notebook and HTML. Returns how many earlier rows it replaced."""
+def adopt_run(stage: Path, out_dir: Path, name: str, lab: str, base: list) -> str | None:
+    """Export a successful run's HTML and swap the run in: its rows (results.adopt), its
+    figures (they replace the lab's), notebook and HTML. None, or the error (nothing swapped)."""
+    try:
+        to_html(stage / f"{name}.ipynb")
+    except Exception as e:   # an unreadable notebook is kept as failed
+        return f"{type(e).__name__}: {e}"
     dropped = results.adopt(out_dir / "results.jsonl", lab, stage / "results.jsonl", base)
     figures = sorted((stage / "figures").glob("*.png"))
     (out_dir / "figures").mkdir(exist_ok=True)
@@ -79,7 +78,9 @@ def adopt_run(stage: Path, out_dir: Path, name: str, lab: str, base: list) -> in
     for suffix in (".html", ".ipynb"):  # the notebook last: it marks the lab as done
         os.replace(stage / f"{name}{suffix}", out_dir / f"{name}{suffix}")
         (out_dir / f"{name}.FAILED{suffix}").unlink(missing_ok=True)
-    return dropped
+    if dropped:
+        print(f"  ({dropped} earlier results rows of lab {lab} replaced by this run)")
+    return None
 
 
 def keep_failed(stage: Path, out_dir: Path, name: str) -> str:
@@ -112,24 +113,11 @@ def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: 
     if error is not None and stop.signum is not None:  # the kernel the signal killed
         error = f"interrupted by {stop.name}"
     if error is None:
-        error = finish(stage, out_dir, name, lab, base)
+        error = adopt_run(stage, out_dir, name, lab, base)
     output = f"{name}.ipynb" if error is None else keep_failed(stage, out_dir, name)
     shutil.rmtree(stage, ignore_errors=True)
     return dict(name=name, ok=error is None, seconds=time.perf_counter() - t0, error=error,
                 output=output)
-
-
-def finish(stage: Path, out_dir: Path, name: str, lab: str, base: list) -> str | None:
-    """Export a successful run's HTML and swap the run in; None when done, else the error
-    (an unreadable notebook is kept as failed, nothing swapped)."""
-    try:
-        to_html(stage / f"{name}.ipynb")
-    except Exception as e:
-        return f"{type(e).__name__}: {e}"
-    dropped = adopt_run(stage, out_dir, name, lab, base)
-    if dropped:
-        print(f"  ({dropped} earlier results rows of lab {lab} replaced by this run)")
-    return None
 
 
 def _link(name: str) -> str:
