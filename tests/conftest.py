@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+import labkit as lk
+
 
 @pytest.fixture
 def tmp_env(tmp_path, monkeypatch):
@@ -14,8 +16,6 @@ def tmp_env(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny_data():
     """A small synthetic-mnist Data on the CPU (train 3,500 / val 500 / test 1,000)."""
-    import labkit as lk
-
     return lk.data.load("synthetic-mnist")
 
 

@@ -1,4 +1,5 @@
 """Datasets: synthetic stand-ins, real-format loaders on tiny files, the DeviceLoader."""
+import dataclasses
 import gzip
 import hashlib
 import struct
@@ -6,6 +7,8 @@ import struct
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
+from PIL import Image
 
 import labkit as lk
 from labkit import data as D
@@ -148,8 +151,6 @@ def test_mnist_rejects_corrupt_gz(tmp_path):
 
 
 def test_mnist_missing_names_files(tmp_path, monkeypatch):
-    import torchvision
-
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         D.load("mnist", root=tmp_path)
@@ -166,8 +167,6 @@ def test_data_hash_changes_with_data(tmp_path):
 
 
 def tiny_tree(root, classes=("cat", "dog"), per=3, size=8):
-    from PIL import Image
-
     for split in ("train", "test"):
         for i, c in enumerate(classes):
             (root / split / c).mkdir(parents=True)
@@ -214,7 +213,6 @@ def test_split_prepares_its_padded_copy_once_for_every_augmented_loader():
 
 
 def test_label_names_synthetic_data_and_subsets():
-    import dataclasses
     d = D.load("synthetic-cifar10")
     assert d.label == "synthetic-cifar10 (synthetic, NOT real data)"
     real = dataclasses.replace(d, name="cifar10", notes=[], test_label="CIFAR-10 test set (10,000 images)")
@@ -222,3 +220,22 @@ def test_label_names_synthetic_data_and_subsets():
     sub = dataclasses.replace(real, notes=["training on a SUBSET of 4,000 training images"],
                               test_label="CIFAR-10 test SUBSET: 1,000 test images (of 10,000) from x")
     assert sub.label == f"CIFAR-10 ({len(d.train):,}-image train SUBSET, test SUBSET of {len(d.test):,} images)"
+
+
+def test_subset_first_n_or_a_fixed_random_subset_of_one_split():
+    d = D.load("synthetic-mnist")
+    assert d.subset(None) is d
+    first = d.subset(100, "val", seed=None)
+    assert torch.equal(first.val.x, d.val.x[:100]) and first.train is d.train and first.notes == d.notes
+    idx = torch.randperm(len(d.train), generator=torch.Generator().manual_seed(7))[:300]
+    sub = d.subset(300, seed=7)
+    assert torch.equal(sub.train.x, d.train.x[idx]) and torch.equal(sub.train.y, d.train.y[idx])
+    assert torch.equal(d.subset(300, seed=7).train.x, sub.train.x)      # the same images every time
+    assert sub.val is d.val and sub.test is d.test and len(d.train) == 3500
+    assert "SUBSET of 300" in sub.notes[-1] and "300-image train SUBSET" in dataclasses.replace(
+        sub, name="mnist").label
+    for bad, split in [(0, "train"), (3501, "train"), (2.5, "train"), (True, "train")]:
+        with pytest.raises(ValueError, match=f"n={bad!r}"):
+            d.subset(bad, split)
+    with pytest.raises(ValueError, match="holdout=N"):
+        d.subset(10, "holdout")

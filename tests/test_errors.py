@@ -1,7 +1,11 @@
 """Bad input across the public API: each case raises ValueError/TypeError whose
 message names the bad value, and leaves no partial files behind."""
+import os
+from unittest import mock
+
 import pytest
 import torch
+from PIL import Image
 
 import labkit as lk
 import labkit.report  # noqa: F401  (not imported by labkit itself)
@@ -16,8 +20,6 @@ def vgg():
 
 
 def tree(root, *, drop_split=None, empty_class=False):
-    from PIL import Image
-
     for split in ("train", "test"):
         if split == drop_split:
             continue
@@ -27,6 +29,11 @@ def tree(root, *, drop_split=None, empty_class=False):
                 continue
             Image.new("RGB", (4, 4)).save(root / split / c / "0.png")
     return root
+
+
+def precision(value):
+    with mock.patch.dict(os.environ, LABKIT_PRECISION=value):
+        return lk.config.autocast_dtype(torch.device("cpu"))
 
 
 def corrupt_results(root):
@@ -70,6 +77,12 @@ CASES = [
      ValueError, "b"),
     ("batch size zero", lambda t: lk.data.load("synthetic-mnist").loader("train", 0), ValueError, "batch_size=0"),
     ("unknown split", lambda t: lk.data.load("synthetic-mnist").loader("dev", 8), ValueError, "dev"),
+    ("subset too big", lambda t: lk.data.load("synthetic-mnist").subset(10**6), ValueError, "n=1000000"),
+    ("subset unknown split", lambda t: lk.data.load("synthetic-mnist").subset(5, "dev"), ValueError, "dev"),
+    ("holdout too big", lambda t: lk.data.load("synthetic-mnist", holdout=3500), ValueError, "holdout=3500"),
+    ("recipe unknown profile", lambda t: lk.recipes.dense("vgg", "laptop"), ValueError, "laptop"),
+    ("dense setting unknown", lambda t: lk.recipes.dense("vgg", "cpu", epochz=3), ValueError, "epochz"),
+    ("LABKIT_PRECISION", lambda t: precision("fp16"), ValueError, "LABKIT_PRECISION='fp16'"),
     ("unknown model", lambda t: lk.models.build("alexnet"), ValueError, "alexnet"),
     ("negative width", lambda t: lk.models.build("vgg", width=-1), ValueError, "-1"),
     ("wrong input shape", lambda t: lk.metrics.macs(mlp(), (3, 32, 32)), ValueError, "(3, 32, 32)"),

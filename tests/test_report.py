@@ -6,6 +6,8 @@ from pathlib import Path
 
 import nbformat
 
+import labkit as lk
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,8 +23,6 @@ def failing_notebook(path: Path) -> None:
 
 
 def test_stamp_commit_is_dirty_for_code_changes_but_not_for_reports(tmp_path, monkeypatch):
-    import labkit as lk
-
     for var, val in (("GIT_AUTHOR_NAME", "t"), ("GIT_AUTHOR_EMAIL", "t@t"), ("GIT_COMMITTER_NAME", "t"),
                      ("GIT_COMMITTER_EMAIL", "t@t")):
         monkeypatch.setenv(var, val)

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 import labkit as lk
+from labkit import report as runner
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 300   # seconds any runner subprocess may take before the test fails
@@ -231,8 +232,6 @@ def test_a_hanging_cell_fails_at_the_timeout(tmp_path):
 
 
 def test_timeout_must_be_positive(tmp_path, monkeypatch, capsys):
-    from labkit import report as runner
-
     monkeypatch.setenv("LABKIT_REPORTS", str(tmp_path))
     with pytest.raises(SystemExit):
         runner.main(["report", "--timeout", "0"])
