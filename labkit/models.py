@@ -1,11 +1,9 @@
 """The three networks of the labs, each with a width multiplier.
 
-- MLP 784-1000-1000-500-200-10 without biases (the classic weight-vs-unit
-  pruning study); layers fc1..fc5.
-- VGG for CIFAR-10: conv-bn-relu blocks 64,128,M,256,256,M,512,512,M,512,512,M
-  (3x3, no conv bias), spatial mean, Linear(512, 10): 9,228,362 parameters.
-  Layers backbone.conv0..conv7 and classifier.
-- ResNet-18, CIFAR variant (3x3 stem, no max-pool): 11,173,962 parameters.
+MLP 784-1000-1000-500-200-10, no biases (fc1..fc5). VGG for CIFAR-10: conv-bn-relu blocks
+64,128,M,256,256,M,512,512,M,512,512,M (3x3, no conv bias), spatial mean, Linear(512, 10):
+9,228,362 params (backbone.conv0..conv7, classifier). ResNet-18, CIFAR variant (3x3 stem,
+no max-pool): 11,173,962 params.
 """
 from __future__ import annotations
 
@@ -30,18 +28,13 @@ def _check_width(width) -> float:
 
 
 class MLP(nn.Sequential):
-    """Flatten -> fc1 -> relu -> ... -> fc5.
-    Input (B, 1, 28, 28) or (B, 784) -> logits (B, classes).
-
-    `hidden` gives the hidden sizes directly (used for physically pruned MLPs);
-    otherwise MLP_HIDDEN scaled by `width`.
-    """
+    """Flatten -> fc1 -> relu -> ... -> fc5: (B, 1, 28, 28) or (B, 784) -> (B, classes).
+    `hidden`: the hidden sizes (physically pruned MLPs); else MLP_HIDDEN scaled by `width`."""
 
     def __init__(self, width: float = 1.0, hidden: tuple | None = None, in_features: int = 784,
                  num_classes: int = 10, bias: bool = False):
         width = _check_width(width)
-        hidden = (tuple(hidden) if hidden is not None
-                  else tuple(scaled(h, width) for h in MLP_HIDDEN))
+        hidden = tuple(scaled(h, width) for h in MLP_HIDDEN) if hidden is None else tuple(hidden)
         sizes = (in_features,) + hidden + (num_classes,)
         layers = [("flatten", nn.Flatten())]
         for i in range(len(sizes) - 1):
@@ -53,11 +46,8 @@ class MLP(nn.Sequential):
 
 
 class VGG(nn.Module):
-    """VGG for 32x32 inputs. x (B, 3, 32, 32) -> logits (B, classes).
-
-    `channels` gives each conv's output channels directly (channel-pruned
-    models); otherwise VGG_PLAN scaled by `width`.
-    """
+    """VGG for 32x32 inputs: x (B, 3, 32, 32) -> logits (B, classes). `channels`: each
+    conv's output channels (channel-pruned models); else VGG_PLAN scaled by `width`."""
 
     def __init__(self, width: float = 1.0, channels: tuple | None = None, num_classes: int = 10,
                  in_channels: int = 3):
@@ -100,8 +90,7 @@ class BasicBlock(nn.Module):
                                           nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
         return torch.relu(out + self.shortcut(x))
 
 
@@ -114,13 +103,10 @@ class ResNet18(nn.Module):
         c = [scaled(v, width) for v in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(in_channels, c[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c[0])
-        stages, c_in = [], c[0]
-        for i, c_out in enumerate(c):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out)))
-            c_in = c_out
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.linear = nn.Linear(c_in, num_classes)
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            nn.Sequential(BasicBlock(c_in, c_out, 1 if i == 0 else 2), BasicBlock(c_out, c_out))
+            for i, (c_in, c_out) in enumerate(zip([c[0]] + c[:-1], c)))
+        self.linear = nn.Linear(c[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn1(self.conv1(x)))
@@ -133,32 +119,28 @@ def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-# Why some convolutions stay NCHW. oneDNN (PyTorch's CPU convolution backend)
-# computes the weight gradient of a 1x1 convolution with stride > 1 by first
-# copying the strided input pixels into a per-thread workspace ("reduce to unit
-# stride"). With a channels_last (NHWC) input and fewer input channels than the
-# kernel's channel block (8 for AVX2, 16 for AVX-512) that copy writes past the
-# workspace (oneDNN issue 6035, seen with oneDNN 3.12 in torch 2.14/2.15): on
-# AVX2-only CPUs backward never returns or gives wrong weight gradients. The
-# smoke ResNet-18's first shortcut (4 -> 8 channels, stride 2) is such a layer.
-# With NCHW input and weight oneDNN uses a blocked layout that is not affected,
-# and these layers are tiny, so labkit keeps exactly them in NCHW and every
-# other layer channels_last.
+# Why some convolutions stay NCHW. oneDNN (PyTorch's CPU convolution backend) computes the
+# weight gradient of a 1x1 convolution with stride > 1 by first copying the strided input
+# pixels into a per-thread workspace. With a channels_last (NHWC) input and fewer input
+# channels than the kernel's channel block (8 for AVX2, 16 for AVX-512) that copy writes past
+# the workspace (oneDNN issue 6035, oneDNN 3.12 in torch 2.14/2.15): on AVX2-only CPUs
+# backward never returns or gives wrong weight gradients. The smoke ResNet-18's first shortcut
+# (4 -> 8 channels, stride 2) is such a layer. NCHW input and weight take a blocked layout that
+# is not affected, and these layers are tiny: labkit keeps exactly them NCHW.
 ONEDNN_SAFE_CHANNELS = 16   # the largest channel block of oneDNN's x86 1x1 kernels
 
 
 def needs_nchw(module: nn.Module) -> bool:
-    """True for a Conv2d that oneDNN's channels_last backward mishandles: 1x1
-    kernel, a stride above 1, fewer than ONEDNN_SAFE_CHANNELS input channels a group."""
+    """A Conv2d that oneDNN's channels_last backward mishandles: 1x1 kernel, stride > 1,
+    fewer than ONEDNN_SAFE_CHANNELS input channels a group."""
     return (isinstance(module, nn.Conv2d) and all(k == 1 for k in module.kernel_size)
             and any(s > 1 for s in module.stride)
             and module.in_channels // module.groups < ONEDNN_SAFE_CHANNELS)
 
 
 def _nchw(t: torch.Tensor) -> torch.Tensor:
-    """`t` with NCHW strides. Not t.contiguous(): a (C_out, C_in, 1, 1) weight
-    in channels_last counts as contiguous, yet its strides still select
-    oneDNN's channels_last path."""
+    """`t` with NCHW strides (not t.contiguous(): a channels_last (C_out, C_in, 1, 1)
+    weight counts as contiguous, yet its strides select oneDNN's channels_last path)."""
     strides = torch.empty(t.shape, device="meta").stride()
     return t if t.stride() == strides else t.clone(memory_format=torch.contiguous_format)
 
@@ -170,8 +152,8 @@ def _nchw_input(module: nn.Conv2d, args: tuple) -> tuple:
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """`model` (in place) in the channels_last layout, except the convolutions of
-    needs_nchw, which keep NCHW weights and get NCHW inputs (see the note above)."""
+    """`model` (in place) channels_last, except needs_nchw convolutions, which keep NCHW
+    weights and get NCHW inputs (see the note above)."""
     model = model.to(memory_format=torch.channels_last)
     for m in model.modules():
         if needs_nchw(m):

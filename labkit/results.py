@@ -29,27 +29,22 @@ STAGE_ENV = "LABKIT_STAGE"
 
 
 def folder_for(profile: str) -> Path:
-    """Where a notebook of `profile` writes results.jsonl and figures/:
-    reports/<profile>/ (under $LABKIT_REPORTS), or the runner's staging folder
-    $LABKIT_STAGE when that lies directly in reports/<profile>/."""
+    """Where a notebook of `profile` writes results.jsonl and figures/: reports/<profile>/,
+    or the runner's staging folder $LABKIT_STAGE when that lies directly in it."""
     if profile not in config.PROFILES:
         raise ValueError(f"profile={profile!r} is not one of {config.PROFILES}")
-    folder = config.reports_root() / profile
-    stage = os.environ.get(STAGE_ENV)
-    if stage and Path(stage).resolve().parent == folder.resolve():
-        return Path(stage)
-    return folder
+    folder, stage = config.reports_root() / profile, os.environ.get(STAGE_ENV)
+    return Path(stage) if stage and Path(stage).resolve().parent == folder.resolve() else folder
 
 
 def path_for(profile: str) -> Path:
-    """The results file of `profile`: reports/<profile>/results.jsonl, or the
-    staged one during a report run (see folder_for)."""
+    """The results file of `profile` (in folder_for(profile))."""
     return folder_for(profile) / "results.jsonl"
 
 
 def load(path: Path | str) -> list[dict]:
-    """All rows of a results file ([] when it does not exist); a corrupt line
-    raises ValueError naming the file and line number."""
+    """All rows of a results file ([] when there is none); ValueError naming the file and
+    line number of a corrupt line."""
     path = Path(path)
     if not path.exists():
         return []
@@ -132,16 +127,15 @@ def measure(cfg, net, *, method: str, model: str, reference=None, timing: bool =
                   accuracy_official=accuracy_official, metrics=m, **fields)
 
 
-def _rewrite(path: Path, change) -> int:
+def _rewrite(path: Path, change) -> list[dict]:
     """Replace the rows of `path` by change(rows), atomically, under a file lock
-    (notebooks may run side by side). Returns old row count - new row count."""
+    (notebooks may run side by side). Returns the old rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = load(path)
-        rows = change(old)
-        atomic_write_text(_lines(rows), path)
-    return len(old) - len(rows)
+        atomic_write_text(_lines(change(old)), path)
+    return old
 
 
 def _lines(rows: list[dict]) -> str:
@@ -155,44 +149,31 @@ def _key(row: dict) -> tuple:
 
 
 def stage(path: Path | str, lab: str, staged: Path | str) -> list[dict]:
-    """Start a staged run of `lab`: write the rows of `path` less `lab`'s to
-    `staged` (the run sees the other labs' rows, none of its own) and return
-    them, the base that :func:`adopt` compares the run's rows against."""
+    """Start a staged run of `lab`: write the rows of `path` less `lab`'s to `staged` and
+    return them (the base :func:`adopt` compares the run's rows against)."""
     base = [r for r in load(path) if r.get("lab") != lab]
     atomic_write_text(_lines(base), staged)
     return base
 
 
 def adopt(path: Path | str, lab: str, staged: Path | str, base: list[dict]) -> int:
-    """Swap a successful staged run's rows into `path`, atomically and under
-    its lock: the rows of `staged` that are not in `base` replace every earlier
-    row of `lab` and any row with the same key. Returns how many earlier rows
-    of `lab` went."""
+    """Swap a successful staged run's rows into `path` (atomically, locked): the rows of
+    `staged` not in `base` replace every row of `lab` and any row with the same key.
+    Returns how many earlier rows of `lab` went."""
     before = {json.dumps(r, sort_keys=True) for r in base}
     new = [r for r in load(staged) if json.dumps(r, sort_keys=True) not in before]
     keys = {_key(r) for r in new}
-    gone = []
-
-    def change(rows):
-        gone.append(sum(r.get("lab") == lab for r in rows))
-        return [r for r in rows if r.get("lab") != lab and _key(r) not in keys] + new
-
-    _rewrite(Path(path), change)
-    return gone[0]
+    old = _rewrite(Path(path), lambda rows: [r for r in rows if r.get("lab") != lab
+                                             and _key(r) not in keys] + new)
+    return sum(r.get("lab") == lab for r in old)
 
 
 def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
     """A Markdown table of `columns` from `rows` (formats: {column: format spec})."""
     formats = formats or {}
-
-    def fmt(r, c):
-        v = r.get(c)
-        if v is None:
-            return "-"
-        return format(v, formats[c]) if c in formats else str(v)
-
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r, c) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join("-" if r.get(c) is None else format(r[c], formats.get(c, ""))
+                                for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -246,9 +227,8 @@ def frontier(rows: list[dict], cost: str, accuracy: str = "accuracy_mean") -> li
 
 
 def finding(claim: str, holds: bool, measured: str) -> bool:
-    """Print whether one of a study's findings `holds` in this run, with what was
-    `measured`; returns holds. A lab states each finding it reproduces this way,
-    so the report shows a miss as plainly as a success."""
+    """Print whether a study's finding `holds` in this run, with what was `measured`
+    (a miss shows as plainly as a success); returns holds."""
     print(f"{'HOLDS ' if holds else 'MISSED'} | {claim} | measured: {measured}")
     return bool(holds)
 
@@ -259,7 +239,6 @@ def pct(fraction: float | None) -> float | None:
 
 
 def points(fraction: float) -> float:
-    """A difference of accuracies (fractions) in percentage points, rounded to 1e-6,
-    so that a comparison with a limit reads as written: 0.9005 - 0.8905 is 1.0 point,
-    not 1.0000000000000009."""
+    """A difference of accuracies (fractions) in points, rounded to 1e-6 so a limit reads
+    as written (0.9005 - 0.8905 is 1.0 point, not 1.0000000000000009)."""
     return round(100 * fraction, 6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import struct
@@ -31,91 +32,71 @@ _DTYPES = {str(t): t for t in (torch.float32, torch.float16, torch.bfloat16, tor
 
 
 def _raw(t: torch.Tensor) -> bytes:
-    """The bytes of a tensor (contiguous, CPU)."""
+    """The bytes of a tensor (contiguous, CPU; bool as uint8)."""
     t = t.detach().cpu().contiguous().reshape(-1)
-    if t.dtype == torch.bool:
-        t = t.to(torch.uint8)
+    t = t.to(torch.uint8) if t.dtype == torch.bool else t
     return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
-def _from_raw(buf: bytes, dtype: torch.dtype, shape) -> torch.Tensor:
+def _from_raw(buf: bytes, dtype: torch.dtype, shape=(-1,)) -> torch.Tensor:
     """A tensor of `dtype` and `shape` from `buf` (a copy; the buffer may be freed)."""
-    store = torch.uint8 if dtype == torch.bool else dtype
     if not buf:
-        return torch.zeros(shape, dtype=dtype)
-    t = torch.frombuffer(bytearray(buf), dtype=store).reshape(shape)
-    return t.to(torch.bool) if dtype == torch.bool else t
+        return torch.zeros([0 if d == -1 else d for d in shape], dtype=dtype)
+    store = torch.uint8 if dtype == torch.bool else dtype
+    return torch.frombuffer(bytearray(buf), dtype=store).reshape(shape).to(dtype)
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     """bool (n,) -> uint8 (ceil(n/8),), bit i of byte j = mask[8j + i]."""
     flat = mask.flatten().to(torch.uint8)
-    pad = (-flat.numel()) % 8
-    flat = torch.cat([flat, flat.new_zeros(pad)]).view(-1, 8)
+    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).view(-1, 8)
     weights = torch.tensor([1 << i for i in range(8)], dtype=torch.int32)
     return (flat.to(torch.int32) * weights).sum(1).to(torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     """uint8 (ceil(n/8),) -> bool (n,), the inverse of :func:`pack_bits`."""
-    shifts = torch.arange(8, dtype=torch.int32)
-    bits = (packed.to(torch.int32)[:, None] >> shifts) & 1
+    bits = (packed.to(torch.int32)[:, None] >> torch.arange(8, dtype=torch.int32)) & 1
     return bits.flatten()[:n].to(torch.bool)
 
 
-def _csr_parts(w: torch.Tensor) -> dict:
-    """CSR of w viewed as (rows=w.shape[0], cols=rest): values (nnz,),
-    col (nnz,) int32, rowptr (rows+1,) int32."""
-    w2 = w.detach().cpu().reshape(w.shape[0], -1)
-    nz = w2 != 0
-    rows, cols = torch.nonzero(nz, as_tuple=True)           # row-major order
-    counts = nz.sum(1)
-    rowptr = torch.zeros(w2.shape[0] + 1, dtype=torch.int64)
-    rowptr[1:] = torch.cumsum(counts, 0)
-    return dict(values=w2[rows, cols], col=cols.to(torch.int32), rowptr=rowptr.to(torch.int32))
-
-
-def _bitmask_parts(w: torch.Tensor) -> dict:
-    """values (nnz,) in row-major order and bits (ceil(n/8),) uint8."""
-    flat = w.detach().cpu().flatten()
-    nz = flat != 0
-    return dict(values=flat[nz], bits=pack_bits(nz))
-
-
 def _encode(name: str, t: torch.Tensor, fmt: str) -> tuple[dict, list[bytes]]:
-    """Header entry and byte chunks of one tensor in format `fmt` ('dense', 'csr', 'bitmask')."""
-    entry = dict(name=name, fmt=fmt, dtype=str(t.dtype), shape=list(t.shape))
+    """Header entry and byte chunks of one tensor in `fmt`: dense (data), csr of t viewed
+    as (rows, rest) (values (nnz,), col (nnz,) int32, rowptr (rows+1,) int32, row-major)
+    or bitmask (values (nnz,), bits (ceil(n/8),) uint8)."""
+    w = t.detach().cpu()
     if fmt == "dense":
-        chunks = {"data": _raw(t)}
+        parts = {"data": w}
     elif fmt == "csr":
-        chunks = {k: _raw(v) for k, v in _csr_parts(t).items()}
+        w2 = w.reshape(w.shape[0], -1)
+        rows, cols = torch.nonzero(w2 != 0, as_tuple=True)
+        rowptr = torch.zeros(w2.shape[0] + 1, dtype=torch.int64)
+        rowptr[1:] = torch.cumsum((w2 != 0).sum(1), 0)
+        parts = dict(values=w2[rows, cols], col=cols.to(torch.int32), rowptr=rowptr.to(torch.int32))
     else:
-        chunks = {k: _raw(v) for k, v in _bitmask_parts(t).items()}
-    entry["parts"] = {k: len(v) for k, v in chunks.items()}
+        nz = w.flatten() != 0
+        parts = dict(values=w.flatten()[nz], bits=pack_bits(nz))
+    chunks = {k: _raw(v) for k, v in parts.items()}
+    entry = dict(name=name, fmt=fmt, dtype=str(t.dtype), shape=list(t.shape),
+                 parts={k: len(v) for k, v in chunks.items()})
     return entry, list(chunks.values())
 
 
 def _decode(entry: dict, chunks: dict) -> torch.Tensor:
     """The dense tensor of one header entry, from its byte chunks {part: bytes}."""
     dtype, shape = _DTYPES[entry["dtype"]], tuple(entry["shape"])
-    n = math.prod(shape)
     if entry["fmt"] == "dense":
         return _from_raw(chunks["data"], dtype, shape)
-    values = (_from_raw(chunks["values"], dtype, (-1,)) if chunks["values"]
-              else torch.zeros(0, dtype=dtype))
+    n, values = math.prod(shape), _from_raw(chunks["values"], dtype)
     if entry["fmt"] == "csr":
         rows = shape[0]
-        cols = n // rows if rows else 0
-        col = (_from_raw(chunks["col"], torch.int32, (-1,)).long() if chunks["col"]
-               else torch.zeros(0, dtype=torch.long))
+        col = _from_raw(chunks["col"], torch.int32).long()
         rowptr = _from_raw(chunks["rowptr"], torch.int32, (rows + 1,)).long()
-        row = torch.repeat_interleave(torch.arange(rows), rowptr[1:] - rowptr[:-1])
-        out = torch.zeros(rows, cols, dtype=dtype)
-        out[row, col] = values
+        out = torch.zeros(rows, n // rows if rows else 0, dtype=dtype)
+        out[torch.repeat_interleave(torch.arange(rows), rowptr[1:] - rowptr[:-1]), col] = values
         return out.reshape(shape)
-    keep = unpack_bits(_from_raw(chunks["bits"], torch.uint8, (-1,)), n)
     out = torch.zeros(n, dtype=dtype)
-    out[keep] = values
+    out[unpack_bits(_from_raw(chunks["bits"], torch.uint8), n)] = values
     return out.reshape(shape)
 
 
@@ -127,17 +108,11 @@ def _pick(t: torch.Tensor, fmt: str) -> str:
     return min(sizes, key=sizes.get)
 
 
-def _check_fmt(fmt) -> str:
+def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
+    """Write `model`'s weights (no masks) to `path` atomically, Conv/Linear weights in `fmt`
+    (FORMATS), others dense. Returns {path, bytes, header_bytes, formats: {weight: fmt}}."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt={fmt!r} is not one of {FORMATS}")
-    return fmt
-
-
-def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
-    """Write `model`'s weights (mask buffers excluded) to `path` atomically:
-    Conv/Linear weights in `fmt` ('csr' | 'bitmask' | 'dense' | 'best'), every
-    other tensor dense. Returns {'path', 'bytes', 'header_bytes', 'formats': {weight: fmt}}."""
-    _check_fmt(fmt)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     counted = {f"{n}.weight" for n in prunable(model)}
@@ -156,15 +131,14 @@ def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
 
 
 def read(path: Path | str) -> dict[str, torch.Tensor]:
-    """The dense state dict stored in a sparse file. Raises ValueError naming
-    the file when it is not a labkit sparse file, is truncated, or fails its checksum."""
-    path = Path(path)
-    raw = path.read_bytes()
+    """The dense state dict in a sparse file; ValueError naming the file when it is not
+    one, is truncated or fails its checksum."""
+    path, raw = Path(path), Path(path).read_bytes()
     if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + 8:
         raise ValueError(f"{path} is not a labkit sparse file "
                          f"(expected it to start with {MAGIC!r})")
-    (hlen,) = struct.unpack("<Q", raw[len(MAGIC):len(MAGIC) + 8])
     start = len(MAGIC) + 8
+    (hlen,) = struct.unpack("<Q", raw[len(MAGIC):start])
     try:
         header = json.loads(raw[start:start + hlen])
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -174,18 +148,16 @@ def read(path: Path | str) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: payload is truncated or corrupt (sha256 mismatch)")
     state, pos = {}, 0
     for entry in header["tensors"]:
-        parts = {}
-        for part, n in entry["parts"].items():
-            parts[part] = payload[pos:pos + n]
-            pos += n
-        state[entry["name"]] = _decode(entry, parts)
+        ends = list(itertools.accumulate(entry["parts"].values(), initial=pos))
+        parts = {k: payload[a:b] for k, a, b in zip(entry["parts"], ends, ends[1:])}
+        state[entry["name"]], pos = _decode(entry, parts), ends[-1]
     return state
 
 
 @torch.no_grad()
 def load(model: nn.Module, path: Path | str, masks: bool = False) -> nn.Module:
-    """Load a sparse file into `model` (same architecture) in place and return it.
-    masks=True also attaches weight_mask buffers (weight != 0) to every Conv/Linear."""
+    """Load a sparse file into `model` (same architecture) in place and return it; masks:
+    also attach weight_mask buffers (weight != 0) to every Conv/Linear."""
     state = read(path)
     own = weight_state(model)
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -204,11 +176,8 @@ def load(model: nn.Module, path: Path | str, masks: bool = False) -> nn.Module:
 
 
 class CSRLinear(nn.Module):
-    """y = x @ W.T (+ b) with W (out, in) held as a sparse CSR tensor.
-
-    x (B, in) -> y (B, out); computed as (W_csr @ x.T).T with torch's sparse
-    kernels. Inference only (no gradients).
-    """
+    """y = x @ W.T (+ b), W (out, in) a sparse CSR tensor: x (B, in) -> y (B, out) as
+    (W_csr @ x.T).T with torch's sparse kernels. Inference only."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
@@ -245,8 +214,7 @@ class CSRLinear(nn.Module):
 
 
 def to_csr(model: nn.Module) -> nn.Module:
-    """A CPU copy of `model` (eval mode) whose nn.Linear layers are CSRLinear.
-    Other layers are kept; Conv layers are left dense."""
+    """A CPU eval copy of `model` whose nn.Linear layers are CSRLinear (others kept)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     m = copy.deepcopy(model).cpu().eval()

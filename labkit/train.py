@@ -1,26 +1,10 @@
 """Training: fit, evaluate, fine-tune, and a cache of trained dense models.
 
-- SGD with (Nesterov) momentum, weight decay, and a per-step schedule: linear
-  warm-up then linear or cosine decay. PyTorch's fused SGD on CPU and CUDA
-  (one kernel a step over all parameters; what it saves is measured by the
-  scripts in benchmarks/, see benchmarks/README.md).
-- Conv models train in the channels_last layout on every device (the step
-  times of both layouts: benchmarks/steps.py, see benchmarks/README.md).
-- bf16 autocast on CUDA and on CPUs with native bf16 (config.autocast_dtype);
-  fp32 elsewhere. On CUDA: optional torch.compile, and no host sync inside a
-  step (loss and accuracy accumulate on the device).
-- Masked layers (``weight_mask`` buffers) are re-applied after every optimiser
-  step: pruned weights stay exactly zero through fine-tuning.
-- ``fit(after_step=[...])``: callables ``hook(model, step)`` run (without
-  grad) after every optimiser step, before the masks are re-applied; e.g. a
-  proximal step. ``fit(ema=0.99)``: weight averaging (:class:`EMA`), whose
-  average is what fit validates each epoch and leaves in the model.
-- ``fit(param_groups=[...])``: parameters with their own learning-rate scale,
-  momentum or weight decay (see :func:`sgd`), e.g. SSS's channel factors.
-- ``evaluate(..., tta=True)``: flipped-image test-time augmentation.
-- A non-finite loss stops training with an error naming the epoch and step.
-- ``dense(...)`` caches trained models under a hash of everything that
-  determines them; a corrupt entry is detected (sha256) and retrained.
+SGD (fused on CPU and CUDA) with Nesterov momentum, weight decay and a per-step schedule
+(warm-up, then linear or cosine decay); conv models channels_last; bf16 autocast where
+config.autocast_dtype says so; after-step hooks (masks re-applied, a proximal step, EMA);
+a non-finite loss stops training naming epoch and step. ``dense`` caches trained models
+under a hash of everything that determines them (a corrupt entry is retrained).
 """
 from __future__ import annotations
 
@@ -39,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import config, recipes
-from .data import Data, Split
+from .data import Data
 from .io import atomic_save, load_verified
 from .models import build, check_input, has_conv, to_channels_last
 from .prune.masks import enforce, prunable
@@ -53,9 +37,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class KeepMasks:
-    """fit's after-step hook for pruned models: weight *= weight_mask on every
-    masked prunable layer, so pruned weights stay exactly zero. False when the
-    model has no masked layer."""
+    """fit's after-step hook: weight *= weight_mask on every masked prunable layer
+    (pruned weights stay exactly zero). False when the model has no masked layer."""
 
     def __init__(self, model: nn.Module):
         masked = [(m.weight, m.weight_mask) for m in prunable(model).values()
@@ -72,22 +55,16 @@ class KeepMasks:
 
 
 class EMA:
-    """Exponential moving average of a model's parameters, as an after-step hook.
-
-    Starts from the parameters at construction; update t = 1, 2, ... does
-    ``avg <- d_t * avg + (1 - d_t) * p`` with ``d_t = min(decay, (1 + t) / (10 + t))``
-    (the warm-up keeps a short run's average off its first weights). Buffers
-    (BatchNorm statistics, masks) are not averaged: the model's own, the last
-    iterate's, go with the average. A parameter that is exactly zero at the
-    start and after every step stays exactly zero in the average (pruned
-    weights do); one a proximal step zeroes part-way through does not.
-    ``avg``: one tensor per parameter, of its shape, dtype and layout."""
+    """Exponential moving average of a model's parameters, as an after-step hook:
+    update t = 1, 2, ... does avg <- d * avg + (1 - d) * p, d = min(decay, (1 + t) / (10 + t)),
+    from the parameters at construction. Buffers (BN statistics, masks) are not averaged
+    (the last iterate's go with it); a weight zero at the start and after every step stays
+    zero. avg: one tensor per parameter, of its shape, dtype and layout."""
 
     def __init__(self, model: nn.Module, decay: float):
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
             raise ValueError(f"ema decay={decay!r} must be a number strictly between 0 and 1")
-        self.decay, self.updates = float(decay), 0
-        self.params = list(model.parameters())
+        self.decay, self.updates, self.params = float(decay), 0, list(model.parameters())
         self.avg = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
@@ -115,14 +92,13 @@ class EMA:
 
 
 def _hooks(model: nn.Module, after_step, ema) -> tuple[list, KeepMasks, EMA | None]:
-    """fit's after-step hooks in their order: `after_step`, then KeepMasks, then
-    the EMA (made from the masked weights); returns (hooks, KeepMasks, EMA or None)."""
+    """(hooks in their order: `after_step`, KeepMasks, the EMA (made from the masked
+    weights); KeepMasks; EMA or None)."""
     after_step = [after_step] if callable(after_step) else list(after_step or ())
     bad = [h for h in after_step if not callable(h)]
     if bad:
         raise ValueError(f"after_step={bad!r}: each must be a callable hook(model, step)")
-    keep = KeepMasks(model)
-    averaged = None
+    keep, averaged = KeepMasks(model), None
     if ema is not None:
         keep()
         averaged = EMA(model, ema)
@@ -131,8 +107,8 @@ def _hooks(model: nn.Module, after_step, ema) -> tuple[list, KeepMasks, EMA | No
 
 @dataclass
 class History:
-    """Per-epoch records of one fit: each a dict with epoch, train_loss,
-    train_acc, val_acc, lr, seconds, images_per_s."""
+    """Per-epoch records of one fit: dicts of epoch, train_loss, train_acc, val_acc, lr,
+    seconds, images_per_s. Medians leave out the first epoch (warm-up) when they can."""
 
     epochs: list = field(default_factory=list)
 
@@ -140,16 +116,17 @@ class History:
     def best_val(self) -> float:
         return max((e["val_acc"] for e in self.epochs), default=float("nan"))
 
-    def seconds_per_epoch(self) -> float:
-        """Median wall time of an epoch (first epoch, which includes warm-up,
-        excluded when possible)."""
-        t = sorted(e["seconds"] for e in (self.epochs[1:] or self.epochs))
+    def _median(self, key: str) -> float:
+        t = sorted(e[key] for e in (self.epochs[1:] or self.epochs))
         return t[len(t) // 2] if t else float("nan")
+
+    def seconds_per_epoch(self) -> float:
+        """Median wall time of an epoch."""
+        return self._median("seconds")
 
     def images_per_s(self) -> float:
         """Median training throughput (images/s)."""
-        t = sorted(e["images_per_s"] for e in (self.epochs[1:] or self.epochs))
-        return t[len(t) // 2] if t else float("nan")
+        return self._median("images_per_s")
 
     def timing(self) -> str:
         """'x.xx s/epoch, N images/s' for the notebook's speed line."""
@@ -177,9 +154,8 @@ def _is_channels_last(model: nn.Module) -> bool:
 
 
 def _predict(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """(B,) int64 classes of a batch x (B, C, H, W): argmax of the logits, or with
-    `tta` the argmax of the mean of the softmax probabilities (B, K) of x and of
-    its horizontal flip x.flip(-1)."""
+    """(B,) classes of x (B, C, H, W): argmax of the logits, or with `tta` of the mean
+    softmax (B, K) of x and its horizontal flip."""
     with _autocast(x.device):
         if not tta:
             return model(x).argmax(1)
@@ -190,9 +166,8 @@ def _predict(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
              tta: bool = False) -> float:
-    """Top-1 accuracy (fraction in [0, 1]) of `model` on one split of `data`
-    ('train', 'val', 'test', 'holdout' or 'official'); `tta`: flipped-image test-time
-    augmentation (each image and its mirror image, see predict)."""
+    """Top-1 accuracy (a fraction) of `model` on one split of `data` (train, val, test,
+    holdout, official); `tta`: flipped-image test-time augmentation (see predict)."""
     labels = getattr(data, split).y
     return (predict(model, data, split, batch_size, tta) == labels).sum().item() / len(labels)
 
@@ -214,20 +189,20 @@ def evaluator(data: Data, split: str = "val", batch_size: int = 250) -> Callable
 
 
 def official(model: nn.Module, data: Data) -> float | None:
-    """Accuracy on data.official, the partial official test set that
-    Data.holdout_as_test keeps beside a held-out test split; None without one."""
+    """Accuracy on data.official (the partial official test set Data.holdout_as_test
+    keeps beside a held-out test split); None without one."""
     return evaluate(model, data, "official") if data.official is not None else None
 
 
 @torch.no_grad()
 def predict(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
             tta: bool = False) -> torch.Tensor:
-    """(N,) int64 classes `model` (in eval mode) gives the N images of one split;
-    with `tta` the argmax of the mean softmax of each image and its horizontal flip."""
+    """(N,) int64 classes `model` (eval mode) gives the N images of one split; with
+    `tta` the argmax of the mean softmax of each image and its horizontal flip."""
     was_training = model.training
     model.eval()
-    loader = data.loader(split, batch_size, channels_last=_is_channels_last(model))
-    out = torch.cat([_predict(model, x, tta) for x, _ in loader])
+    out = torch.cat([_predict(model, x, tta) for x, _ in
+                     data.loader(split, batch_size, channels_last=_is_channels_last(model))])
     model.train(was_training)
     return out
 
@@ -247,63 +222,48 @@ def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> flo
 GROUP_KEYS = ("lr_scale", "momentum", "weight_decay")   # what a param_groups entry may set
 
 
-def _check_group(i: int, group, owned: set) -> dict:
-    """param_groups[i], validated: a copy with "params" as a list (see sgd).
-    `owned`: the ids of the model's parameters."""
-    if not isinstance(group, dict) or "params" not in group:
-        raise ValueError(f"param_groups[{i}] (a {type(group).__name__}) must be a dict "
-                         "with 'params'")
-    extra = sorted(set(group) - {"params", *GROUP_KEYS})
-    if extra:
-        raise ValueError(f"param_groups[{i}] has unknown keys {extra}; allowed: params, "
-                         + ", ".join(GROUP_KEYS))
-    params = group["params"]
-    params = [params] if isinstance(params, torch.Tensor) else list(params)
-    ids = [id(p) for p in params]
-    if not params or len(set(ids)) < len(ids) or not set(ids) <= owned:
-        raise ValueError(f"param_groups[{i}]['params'] must be distinct parameters of the "
-                         f"model (got {len(params)}, {len(set(ids) & owned)} distinct of it)")
-    for key in GROUP_KEYS:
-        v = group.get(key, 1.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-                v > 0 if key == "lr_scale" else v >= 0):
-            sign = "positive" if key == "lr_scale" else "non-negative"
-            raise ValueError(f"param_groups[{i}]['{key}']={v!r} must be a {sign} number")
-    return {**group, "params": params}
-
-
 def _param_groups(model: nn.Module, param_groups) -> list[dict]:
-    """Validated copies of sgd's `param_groups` (None: []); no parameter in two groups."""
+    """Validated copies of sgd's `param_groups` (None: []), "params" as lists."""
     if param_groups is None:
         return []
     if not isinstance(param_groups, (list, tuple)):
         raise ValueError(f"param_groups must be a list of dicts, got {type(param_groups).__name__}")
-    owned = {id(p) for p in model.parameters()}
-    groups, seen = [], set()
+    owned, groups, seen = {id(p) for p in model.parameters()}, [], set()
     for i, group in enumerate(param_groups):
-        groups.append(_check_group(i, group, owned))
-        ids = {id(p) for p in groups[-1]["params"]}
-        if ids & seen:
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError(f"param_groups[{i}] (a {type(group).__name__}) must be a dict "
+                             "with 'params'")
+        extra = sorted(set(group) - {"params", *GROUP_KEYS})
+        if extra:
+            raise ValueError(f"param_groups[{i}] has unknown keys {extra}; allowed: params, "
+                             + ", ".join(GROUP_KEYS))
+        params = group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        ids = [id(p) for p in params]
+        if not params or len(set(ids)) < len(ids) or not set(ids) <= owned:
+            raise ValueError(f"param_groups[{i}]['params'] must be distinct parameters of the "
+                             f"model (got {len(params)}, {len(set(ids) & owned)} distinct of it)")
+        for key in GROUP_KEYS:
+            v = group.get(key, 1.0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+                    v > 0 if key == "lr_scale" else v >= 0):
+                sign = "positive" if key == "lr_scale" else "non-negative"
+                raise ValueError(f"param_groups[{i}]['{key}']={v!r} must be a {sign} number")
+        if set(ids) & seen:
             raise ValueError(f"param_groups[{i}] repeats a parameter of an earlier group")
-        seen |= ids
+        seen |= set(ids)
+        groups.append({**group, "params": params})
     return groups
 
 
 def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
         nesterov: bool = True, param_groups=None) -> torch.optim.SGD:
-    """fit's optimiser for `model` (already on its device): SGD with weight decay
-    on the weights (ndim > 1) only, Nesterov momentum when asked, and PyTorch's
-    fused implementation on CPU and CUDA.
-
-    param_groups: None, or a list of dicts, each {"params": some of the model's
-    parameters (a tensor or an iterable of them), and optionally "lr_scale"
-    (> 0, default 1: the group's learning rate is lr_scale times fit's
-    scheduled one), "momentum" (>= 0, default `momentum`; Nesterov only where
-    > 0) and "weight_decay" (>= 0, default `weight_decay` when every parameter
-    of the group has ndim > 1, else 0)}. No parameter may be in two groups; the
-    model's other parameters form the two default groups (lr_scale 1). Every
-    group of the returned optimiser has an "lr_scale"; its "lr" is lr * lr_scale.
-    """
+    """fit's optimiser for `model` (on its device): fused SGD, weight decay on weights
+    (ndim > 1) only, Nesterov when asked. param_groups: None or a list of dicts
+    {"params": some of the model's parameters, optional "lr_scale" (> 0, default 1: lr
+    times it), "momentum" (>= 0, default `momentum`), "weight_decay" (>= 0, default
+    `weight_decay` if all have ndim > 1, else 0)}; the other parameters form the two
+    default groups. Every group gets "lr_scale" and lr = lr * lr_scale."""
     special = _param_groups(model, param_groups)
     taken = {id(p) for g in special for p in g["params"]}
     rest = [p for p in model.parameters() if id(p) not in taken]
@@ -329,22 +289,12 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         augment: bool = False, seed: int = 0, progress: bool = True, compile: bool = False,
         channels_last: bool = True, desc: str = "train", after_step=None,
         ema: float | None = None, param_groups=None, validate: bool = True) -> History:
-    """Train `model` in place on data.train; evaluate on data.val after each epoch.
-
-    Masked layers stay masked. Returns a History. Raises TrainingDiverged on a
-    non-finite loss, naming the epoch and step. `seed` fixes the batches: epoch
-    e is shuffled and augmented from seed + e, so two calls with one seed see
-    the same batches; give each of a series of fine-tunes its own seed.
-    after_step: callables hook(model, step), run without grad after each
-    optimiser step (step: its 0-based index, the one lr_at was given; there
-    are epochs * (len(data.train) // batch_size) steps), then the masks are
-    re-applied. ema: a decay in (0, 1) for weight averaging (EMA); each
-    epoch's val_acc is of the average, and the average (with the last
-    iterate's BatchNorm statistics) is left in the model at the end.
-    param_groups: parameters with their own lr_scale, momentum or weight
-    decay (see sgd); each step's learning rate is lr_at(...) * lr_scale.
-    validate: False skips the per-epoch evaluation (val_acc is then nan).
-    """
+    """Train `model` in place on data.train, validate on data.val each epoch (validate=False:
+    val_acc nan); masked layers stay masked. Epoch e is shuffled and augmented from seed + e.
+    after_step: hooks hook(model, step) run without grad after each optimiser step (0-based,
+    as lr_at got it), then the masks are re-applied. ema: a decay in (0, 1): val_acc is of
+    the average, left in the model at the end (with the last BN statistics). param_groups:
+    see sgd (lr: lr_at(...) * lr_scale). Raises TrainingDiverged on a non-finite loss."""
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r} must be a non-negative integer")
     if schedule not in ("linear", "cosine", "constant"):
@@ -365,8 +315,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
                file=sys.stdout, mininterval=2)
     for epoch in bar:
         model.train()
-        t0 = time.perf_counter()
-        losses = torch.zeros(len(loader), device=device)
+        t0, losses = time.perf_counter(), torch.zeros(len(loader), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for i, (x, y) in enumerate(loader):
             now = lr_at(step, total, lr, warmup, schedule)
@@ -389,13 +338,12 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
                 _check_finite(losses[:i + 1], epoch)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        n_img = len(loader) * batch_size
-        val_acc = _validate(model, data, averaged) if validate else float("nan")
+        seconds, n_img = time.perf_counter() - t0, len(loader) * batch_size
+        with averaged.applied() if averaged and validate else contextlib.nullcontext():
+            val_acc = evaluate(model, data, "val") if validate else float("nan")
         record = dict(epoch=epoch + 1, train_loss=losses.mean().item(),
-                      train_acc=correct.item() / max(1, n_img),
-                      val_acc=val_acc, lr=lr, seconds=seconds,
-                      images_per_s=n_img / seconds if seconds > 0 else float("nan"))
+                      train_acc=correct.item() / max(1, n_img), val_acc=val_acc, lr=lr,
+                      seconds=seconds, images_per_s=n_img / seconds if seconds > 0 else math.nan)
         history.epochs.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_acc']:.4f}",
                         ips=f"{record['images_per_s']:,.0f}")
@@ -403,12 +351,6 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         averaged.copy_to()
         keep_masks()
     return history
-
-
-def _validate(model: nn.Module, data: Data, averaged: EMA | None) -> float:
-    """Accuracy on data.val, of the weight average when there is one."""
-    with averaged.applied() if averaged else contextlib.nullcontext():
-        return evaluate(model, data, "val")
 
 
 def _check_finite(losses: torch.Tensor, epoch: int) -> None:
@@ -435,9 +377,8 @@ SPEED_ONLY = ("compile",)   # fit settings that change speed, not the trained mo
 
 
 def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) -> str:
-    """Hash of everything that determines a trained dense model. `hp`: fit's settings;
-    the speed-only ones (SPEED_ONLY: compile) are left out, so asking for a compiled
-    step, or saying compile=False, finds the model trained without saying it."""
+    """Hash of everything that determines a trained dense model; `hp`: fit's settings, less
+    SPEED_ONLY (so compile=True or False finds the model trained without saying it)."""
     hp = {k: v for k, v in hp.items() if k not in SPEED_ONLY}
     blob = json.dumps(dict(model=model_name, width=width, data=data.name, data_hash=data.hash,
                            n_train=len(data.train), hp=hp, seed=seed, version=CACHE_VERSION,
@@ -447,9 +388,9 @@ def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) ->
 
 def dense(model_name: str, data: Data, profile: str, *, seed: int = 0, progress: bool = True,
           use_cache: bool = True, **overrides) -> tuple[nn.Module, History]:
-    """A trained dense model for `profile` (recipe: labkit.recipes.DENSE, with
-    non-None `overrides`): from the cache when the same model, recipe, data
-    and seed were trained before; otherwise trained now and cached (atomically)."""
+    """A trained dense model for `profile` (recipes.dense with non-None `overrides`): from
+    the cache when the same model, recipe, data and seed were trained, else trained and
+    cached (atomically)."""
     hp = recipes.dense(model_name, profile, **overrides)
     width = hp.pop("width")
     print(f"dense {model_name} recipe ({profile}): width={width}, "
