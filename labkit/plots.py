@@ -1,14 +1,10 @@
-"""Figures: weight histograms, accuracy-vs-sparsity curves, bars, saving.
+"""Figures of the labs; each returns a matplotlib Figure, :func:`save` writes it as a PNG.
 
-Every function returns a matplotlib Figure; :func:`save` writes it (PNG,
-atomically) under reports/<profile>/figures/ so the report index can show it
-(during a report run, in the run's staging folder: see results.folder_for).
-"""
-from __future__ import annotations
-
+An axis that shows a sparsity names which one: `sparsity` = zeros among the weights a model still
+has (masked); `removed` = the dense model's weights physically removed; relative sparsity = the
+dense model's weights gone either way (zeroed or removed)."""
 import io
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -19,60 +15,74 @@ from .metrics import pareto_front
 from .prune.masks import prunable
 
 
+def _grid(n: int, cols: int, w: float, h: float, **kw):
+    """(fig, the first n axes) of a grid of w x h inch panels; unused panels switched off."""
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(w * cols, h * math.ceil(n / cols)),
+                             squeeze=False, **kw)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n]
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
+            axis: str = "both", **legend):
+    """Labels, title, grid and legend of one panel; tight layout; returns fig."""
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, axis=axis, which="both")
+    ax.legend(**legend)
+    fig.tight_layout()
+    return fig
+
+
 def weight_histograms(model, bins: int = 60, nonzero_only: bool = False, cols: int = 4):
     """One histogram per Conv/Linear weight tensor (zeros left out when nonzero_only)."""
     layers = prunable(model)
-    rows = math.ceil(len(layers) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-    for ax, (name, m) in zip(axes.flat, layers.items()):
+    fig, axes = _grid(len(layers), cols, 3.2, 2.4)
+    for ax, (name, m) in zip(axes, layers.items()):
         w = m.weight.detach().flatten().float().cpu()
-        if nonzero_only:
-            w = w[w != 0]
-        ax.hist(w.numpy(), bins=bins, color="tab:blue", alpha=0.8)
+        ax.hist((w[w != 0] if nonzero_only else w).numpy(), bins=bins, color="tab:blue", alpha=0.8)
         ax.set_title(f"{name} ({m.weight.numel():,})", fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(layers):]:
-        ax.axis("off")
     fig.suptitle("weight distribution per layer" + (" (nonzero weights)" if nonzero_only else ""))
     fig.tight_layout()
     return fig
 
 
-def accuracy_curves(curves: dict, xlabel: str = "sparsity (%)", title: str = "",
-                    baseline: float | None = None, ylabel: str = "test accuracy (%)",
-                    logx: bool = False):
-    """Curves {label: (xs, accuracies in [0, 1])}, accuracy plotted in %."""
+def accuracy_curves(curves: dict, xlabel: str, title: str = "", baseline: float | None = None,
+                    ylabel: str = "test accuracy (%)", logx: bool = False):
+    """Curves {label: (xs, accuracies in [0, 1])} in %; xlabel names x (which sparsity)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, (xs, ys) in curves.items():
         ax.plot(xs, [100 * y for y in ys], marker="o", ms=4, label=label)
     if baseline is not None:
         ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="dense")
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, xlabel, ylabel, title, logx)
 
 
-def bars(groups: dict, labels: list, ylabel: str, title: str = ""):
-    """Grouped bars: groups {series: [value per label]}."""
+def bars(groups: dict, labels: list | None, ylabel: str, title: str = "", log: bool = False,
+         line: dict | None = None):
+    """Grouped bars, groups {series: [value per label]}; labels=None: groups {series: {layer:
+    value}}, the layers (last name part) the first series'; line {label: values}: a line on a
+    right-hand axis (e.g. latency beside sizes)."""
+    if labels is None:
+        keys = list(next(iter(groups.values())))
+        groups = {s: [v.get(k, 0) for k in keys] for s, v in groups.items()}
+        labels = [k.split(".")[-1] for k in keys]
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    n = len(groups)
-    width = 0.8 / max(1, n)
+    width = 0.8 / max(1, len(groups))
     for i, (series, values) in enumerate(groups.items()):
-        xs = [j + (i - (n - 1) / 2) * width for j in range(len(labels))]
-        ax.bar(xs, values, width, label=series)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig
+        shift = (i - (len(groups) - 1) / 2) * width
+        ax.bar([j + shift for j in range(len(labels))], values, width, label=series)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_yscale("log" if log else "linear")
+    for name, values in (line or {}).items():
+        ax2 = ax.twinx()
+        ax2.plot(range(len(values)), values, "kD--", label=name)
+        ax2.set(ylabel=name, ylim=(0, None))
+        ax2.legend(loc="upper center")
+    return _finish(fig, ax, "", ylabel, title, axis="y")
 
 
 def training_curve(history, title: str = "training"):
@@ -80,21 +90,18 @@ def training_curve(history, title: str = "training"):
     ep = [e["epoch"] for e in history.epochs]
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     ax.plot(ep, [e["train_loss"] for e in history.epochs], "o-", label="train loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set(xlabel="epoch", ylabel="loss", title=title)
     ax2 = ax.twinx()
-    ax2.plot(ep, [100 * e["val_acc"] for e in history.epochs], "s-", color="tab:orange",
-             label="val acc")
+    ax2.plot(ep, [100 * e["val_acc"] for e in history.epochs], "s-", c="C1", label="val acc")
     ax2.set_ylabel("validation accuracy (%)")
-    ax.set_title(title)
     fig.legend(loc="center right")
     fig.tight_layout()
     return fig
 
 
-def save(fig, cfg, name: str) -> Path:
-    """Write `fig` as reports/<profile>/figures/<lab>_<name>.png (atomically;
-    the report runner stages it with the run's results, see results.folder_for)."""
+def save(fig, cfg, name: str):
+    """Write `fig` as reports/<profile>/figures/<lab>_<name>.png atomically (in a report run:
+    in the run's staging folder, see results.folder_for); returns the path."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     path = results.folder_for(cfg.profile) / "figures" / f"{cfg.lab}_{name}.png"
@@ -103,204 +110,168 @@ def save(fig, cfg, name: str) -> Path:
 
 def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: str = "",
            baseline: float | None = None, logx: bool = False, ax=None):
-    """Accuracy vs a cost for several methods, with the Pareto frontier over
-    all points marked (a step line through the non-dominated points, circled).
-
-    series: {method: (xs, accuracies in [0, 1])}; lower_is_better: whether a
-    smaller x is better (size, latency) or a larger one (sparsity).
-    Draws on `ax` when given; returns the Figure.
-    """
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    else:
-        fig = ax.figure
-    pts = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys)]
+    """Accuracy (%) vs a cost, series {method: (xs, accuracies in [0, 1])}, and the Pareto
+    frontier of all points (a step line, circled); lower_is_better: a small x wins (size,
+    latency), else a large one (sparsity). Draws on `ax` when given."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
+    pts = [(x, 100 * y) for xs, ys in series.values() for x, y in zip(xs, ys)]
     for label, (xs, ys) in series.items():
         ax.scatter(xs, [100 * y for y in ys], s=28, label=label, zorder=3)
-    front = pareto_front([(x if lower_is_better else -x, y) for x, y in pts])
-    if front:
-        fx, fy = [pts[i][0] for i in front], [100 * pts[i][1] for i in front]
-        ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7,
-                label="Pareto frontier", zorder=2)
-        ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="black", zorder=4)
+    fx, fy = zip(*[pts[i] for i in pareto_front([(x if lower_is_better else -x, y)
+                                                  for x, y in pts])]) if pts else ((), ())
+    ax.step(fx, fy, where="post", c="black", lw=1, alpha=0.7, label="Pareto frontier", zorder=2)
+    ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="black", zorder=4)
     if baseline is not None:
         ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="dense")
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel + (" (lower is better)" if lower_is_better else " (higher is better)"))
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    better = " (lower is better)" if lower_is_better else " (higher is better)"
+    return _finish(fig, ax, xlabel + better, "test accuracy (%)", title, logx, fontsize=8)
+
+
+def pareto_panels(rows: list, axes_spec: list, title: str = ""):
+    """A :func:`pareto` panel per (field, axis label, lower_is_better, scale) of axes_spec:
+    accuracy vs scale * row[field] of results rows, a series per 'method' (first-seen order)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(16, 4.6), squeeze=False)
+    for ax, (key, label, lower, scale) in zip(axes[0], axes_spec):
+        series = {m: ([scale * r[key] for r in rows if r["method"] == m],
+                      [r["accuracy"] for r in rows if r["method"] == m]) for m in methods}
+        pareto(series, label, lower_is_better=lower, ax=ax,
+               title=f"{title}\naccuracy vs {label.split(' (')[0]}")
     fig.tight_layout()
     return fig
 
 
 def layer_sparsity(tables: dict, title: str = "per-layer sparsity chosen by global pruning"):
-    """Per-layer sparsity (%) as horizontal bars, next to each layer's size.
-
-    tables: {series: labkit.metrics.layer_table(model)} (rows with layer,
-    params, sparsity); layers and sizes come from the first series. Left panel:
-    sparsity of each layer per series; right panel: parameters per layer (log).
-    """
+    """Left: each layer's `sparsity` (% zeros) per series; right: its weights (log).
+    tables: {series: metrics.layer_table(model)}; the layers are the first series'."""
     first = next(iter(tables.values()))
-    names = [r["layer"] for r in first]
-    sizes = [r["params"] for r in first]
-    ys = list(range(len(names)))
+    names, ys, h = [r["layer"] for r in first], list(range(len(first))), 0.8 / max(1, len(tables))
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.6, 0.26 * len(names) + 1.6), sharey=True,
                                   gridspec_kw=dict(width_ratios=(2, 1)))
-    n = len(tables)
-    h = 0.8 / max(1, n)
     for i, (series, rows) in enumerate(tables.items()):
         by_name = {r["layer"]: r["sparsity"] for r in rows}
-        ax.barh([y + (i - (n - 1) / 2) * h for y in ys],
+        ax.barh([y + (i - (len(tables) - 1) / 2) * h for y in ys],
                 [100 * by_name.get(k, 0.0) for k in names], h, label=series)
     ax.set_yticks(ys, names, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("sparsity of the layer (%)")
-    ax.set_xlim(0, 100)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax2.barh(ys, sizes, 0.6, color="tab:gray")
-    ax2.set_xscale("log")
-    ax2.set_xlabel("weights in the layer (log)")
+    ax.set(xlim=(0, 100), ylim=(len(names) - 0.5, -0.5))   # the first layer on top
+    ax2.barh(ys, [r["params"] for r in first], 0.6, color="tab:gray")
+    ax2.set(xscale="log", xlabel="weights in the layer (log)")
     ax2.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "sparsity of the layer (% zeros)", "", axis="x", fontsize=8,
+                   loc="lower right")
 
 
 def sensitivity_curves(curves: dict, xs: list, baseline: float | None = None,
-                       plan: dict | None = None, xlabel: str = "sparsity (%)", cols: int = 3,
-                       title: str = "sensitivity scan"):
-    """One panel per layer: accuracy (%) after pruning only that layer, against
-    xs (fractions, shown in %). curves: {layer: [accuracy in [0, 1] per x]};
-    plan: {layer: chosen x}, drawn as a red vertical line."""
-    names = list(curves)
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.5 * rows), squeeze=False,
-                             sharey=True)
-    for ax, name in zip(axes.flat, names):
-        ax.plot([100 * x for x in xs], [100 * a for a in curves[name]], "o-", ms=3)
+                       plan: dict | None = None, xlabel: str = "sparsity of the layer (%)",
+                       cols: int = 3, title: str = "sensitivity scan"):
+    """A panel per layer: accuracy (%) after pruning only it to each x of xs (fractions, in %);
+    curves {layer: [accuracy per x]}; plan {layer: x}: a red line; baseline: dashed."""
+    fig, axes = _grid(len(curves), cols, 3.4, 2.5, sharey=True)
+    for ax, (name, accs) in zip(axes, curves.items()):
+        ax.plot([100 * x for x in xs], [100 * a for a in accs], "o-", ms=3)
         if baseline is not None:
             ax.axhline(100 * baseline, color="gray", ls="--", lw=1)
         if plan and name in plan:
             ax.axvline(100 * plan[name], color="tab:red", lw=1)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
-        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("accuracy (%)", fontsize=8)
+    axes[0].set_ylabel("accuracy (%)", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def param_bars(counts: dict, title: str = "parameters per layer", log: bool = False):
-    """Bars of parameter counts per layer. counts: {series: {layer: count}}
-    (e.g. {'dense': ..., 'nonzero after pruning': ...}); layers from the first series."""
-    labels = list(next(iter(counts.values())))
-    fig = bars({s: [c.get(k, 0) for k in labels] for s, c in counts.items()},
-               [k.split(".")[-1] for k in labels], "parameters", title)
-    ax = fig.axes[0]
-    if log:
-        ax.set_yscale("log")
-    ax.tick_params(axis="x", labelsize=8)
+def sss_factors(runs: dict):
+    """SSS: each conv's scaling factors |gamma|, sorted, a panel per lam; runs {lam: SSSResult}."""
+    fig, axes = _grid(len(runs), len(runs), 4.2, 3.2)
+    for ax, (lam, r) in zip(axes, runs.items()):
+        for i, g in enumerate(r.factors):
+            ax.plot(sorted(g.abs().tolist(), reverse=True), label=f"conv{i}", lw=1)
+        ax.set(title=f"SSS factors, lam={lam}", xlabel="channel (sorted)", ylabel="|gamma|")
+    axes[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def comparison(groups: dict, axes_spec: list, title: str = ""):
-    """Lab 05's grid: one row of panels per model pair, one panel per cost.
+def schedule_table(rows: list, title: str, data, profile: str, dense_acc: float) -> str:
+    """Lab 03's Markdown table of [(schedule, results row)]: `sparsity` (zeros among all
+    Conv/Linear weights), accuracy (%) right after pruning, drop, after fine-tuning, official."""
+    table = [dict(schedule=name, sparsity=100 * r["sparsity"], after_pruning=100 * r["acc_pruned"],
+                  drop=100 * r["drop"], after_finetuning=100 * r["accuracy"],
+                  official=results.pct(r["accuracy_official"]), ft_epochs=r["total_epochs"])
+             for name, r in rows]
+    official = f"; official: {data.official_label}" if data.official is not None else ""
+    formats = dict(sparsity=".1f", after_pruning=".2f", drop=".2f", after_finetuning=".2f",
+                   official=".1f")
+    return (f"**{title}** — test accuracy (%) on {data.test_label}{official}; profile "
+            f"`{profile}`, dense {100 * dense_acc:.2f}%\n\n"
+            + results.table(table, list(table[0]), formats))
 
-    groups: {row title: aggregated rows (labkit.results.aggregate) with
-    'method', 'accuracy_mean', 'accuracy_std' and '<cost>_mean' fields};
-    axes_spec: [(cost field, axis label)], each on a log axis. Each method has
-    one colour and marker in every panel (one legend for the figure); ±std
-    error bars; the Pareto frontier over all methods' means (lower cost,
-    higher accuracy) is a black step line with circled points.
-    """
+
+def comparison(groups: dict, axes_spec: list, title: str = ""):
+    """Lab 05's grid: a row per {title: results.aggregate rows (method, accuracy_mean/_std,
+    <cost>_mean)}, a panel per (cost, label) of axes_spec: a colour and marker per method,
+    ±std bars, the Pareto frontier of the means (black step line); log x when costs spread."""
     methods = list(dict.fromkeys(r["method"] for rows in groups.values() for r in rows))
-    style = {m: (f"C{i % 10}", "osD^vP*Xh<>"[i // 10 % 11]) for i, m in enumerate(methods)}
-    nrow, ncol = len(groups), len(axes_spec)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.0 * ncol + 2.2, 3.5 * nrow), squeeze=False)
+    style = {m: dict(color=f"C{i % 10}", marker="osD^vP*Xh<>"[i // 10 % 11])
+             for i, m in enumerate(methods)}
+    ncol = len(axes_spec)
+    fig, axes = plt.subplots(len(groups), ncol, figsize=(4.0 * ncol + 2.2, 3.5 * len(groups)),
+                             squeeze=False)
     for r, (name, rows) in enumerate(groups.items()):
         for c, (cost, label) in enumerate(axes_spec):
-            ax = axes[r][c]
-            usable = [x for x in rows
-                      if x.get(f"{cost}_mean") is not None and x.get("accuracy_mean") is not None]
-            for x in usable:
-                color, marker = style[x["method"]]
-                ax.errorbar(x[f"{cost}_mean"], 100 * x["accuracy_mean"],
-                            yerr=100 * x["accuracy_std"] if x.get("accuracy_std") else None,
-                            color=color, marker=marker, ms=5, lw=0.8, capsize=2, ls="none",
-                            zorder=3)
-            front = pareto_front([(x[f"{cost}_mean"], x["accuracy_mean"]) for x in usable])
-            if front:
-                fx = [usable[i][f"{cost}_mean"] for i in front]
-                fy = [100 * usable[i]["accuracy_mean"] for i in front]
-                ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7, zorder=2)
-                ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", zorder=4)
-            xs = [x[f"{cost}_mean"] for x in usable]
-            # log only when the costs span a range
+            ax, key = axes[r][c], f"{cost}_mean"
+            pts = [x for x in rows if x.get(key) is not None and x.get("accuracy_mean") is not None]
+            for x in pts:
+                std = x.get("accuracy_std")
+                ax.errorbar(x[key], 100 * x["accuracy_mean"], yerr=100 * std if std else None,
+                            ms=5, lw=0.8, capsize=2, ls="none", zorder=3, **style[x["method"]])
+            front = [pts[i] for i in pareto_front([(x[key], x["accuracy_mean"]) for x in pts])]
+            fx, fy = [x[key] for x in front], [100 * x["accuracy_mean"] for x in front]
+            ax.step(fx, fy, where="post", color="black", lw=1, alpha=0.7, zorder=2)
+            ax.scatter(fx, fy, s=110, facecolors="none", edgecolors="black", zorder=4)
+            xs = [x[key] for x in pts]
             if xs and min(xs) > 0 and max(xs) / min(xs) > 3:
                 ax.set_xscale("log")
                 ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel(f"{name}\ntest accuracy (%)" if c == 0 else "", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-            if c == 0:
-                ax.set_ylabel(f"{name}\ntest accuracy (%)", fontsize=8)
-    handles = [plt.Line2D([], [], color=style[m][0], marker=style[m][1], ls="none", label=m)
-               for m in methods]
-    handles.append(plt.Line2D([], [], color="black", marker="o", mfc="none",
-                              label="Pareto frontier"))
+    handles = [plt.Line2D([], [], ls="none", label=m, **style[m]) for m in methods]
+    handles.append(plt.Line2D([], [], c="black", marker="o", mfc="none", label="Pareto frontier"))
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / (4.0 * ncol + 2.2), 1))
     return fig
 
 
 def csr_speedup(rows: list, title: str = "CSR vs dense kernels"):
-    """Speed-up of CSR over dense (dense time / CSR time) against sparsity,
-    one line per batch size; rows from labkit.sparse.csr_study."""
+    """Speed-up of CSR over dense (dense / CSR time) against the `sparsity` (zeros) of every
+    Linear layer, a line per batch size; rows from labkit.sparse.csr_study."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for b in sorted({r["batch"] for r in rows}):
         pts = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == b)
         ax.plot([100 * s for s, _ in pts], [v for _, v in pts], "o-", label=f"batch {b}")
     ax.axhline(1.0, color="gray", ls="--", lw=1, label="break-even")
     ax.set_yscale("log")
-    ax.set_xlabel("sparsity of every Linear layer (%)")
-    ax.set_ylabel("dense time / CSR time (> 1: sparse wins)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "sparsity of every Linear layer (% zeros)",
+                   "dense time / CSR time (> 1: sparse wins)", title)
 
 
 def speedup_gap(points: list, title: str = "measured vs theoretical speed-up"):
-    """Measured latency speed-up against the MACs ratio (theory), with the
-    y = x line. points: [{'label', 'theory', 'measured'}]."""
+    """Measured latency speed-up vs the MACs ratio (theory), points [{'label', 'theory',
+    'measured'}], with the line measured = theory."""
     fig, ax = plt.subplots(figsize=(6.0, 4.6))
-    labels = sorted({p["label"] for p in points})
-    for lab in labels:
+    for lab in sorted({p["label"] for p in points}):
         ps = [p for p in points if p["label"] == lab]
-        ax.scatter([p["theory"] for p in ps], [p["measured"] for p in ps], label=lab, s=30,
-                   zorder=3)
+        ax.scatter([p["theory"] for p in ps], [p["measured"] for p in ps], s=30, label=lab)
     hi = max([p["theory"] for p in points] + [p["measured"] for p in points] + [2.0])
     ax.plot([1, hi], [1, hi], color="black", lw=1, ls="--", label="measured = theory")
-    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("theoretical speed-up (dense MACs / MACs)")
-    ax.set_ylabel("measured speed-up (dense latency / latency)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "theoretical speed-up (dense MACs / MACs)",
+                   "measured speed-up (dense latency / latency)", title, True, fontsize=7)
