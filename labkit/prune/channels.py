@@ -152,26 +152,22 @@ def _permute(module: nn.Module, perm: torch.Tensor, dim: int) -> None:
 
 
 @torch.no_grad()
-def sort_channels(model: VGG, convs_to_sort=None) -> VGG:
-    """An equal copy whose convs (default all but the last) have their output channels sorted by
+def sort_channels(model: VGG) -> VGG:
+    """An equal copy whose convs but the last have their output channels sorted by
     :func:`l2_ranking`, most important first; BN entries, masks and next-layer inputs follow."""
-    n = len(convs(model))
-    order = (range(n - 1) if convs_to_sort is None
-             else sorted({_conv_index(model, i) for i in convs_to_sort}))
     out = copy.deepcopy(model)
     pairs = convs(out)
-    for i in order:
+    for i in range(len(pairs) - 1):
         perm = l2_ranking(out, i, by="next").to(out.classifier.weight.device)
         _permute(pairs[i][0], perm, 0)
-        _permute(pairs[i + 1][0] if i + 1 < n else out.classifier, perm, 1)
+        _permute(pairs[i + 1][0], perm, 1)
         for name in BN:
             getattr(pairs[i][1], name).copy_(getattr(pairs[i][1], name)[perm])
     return out
 
 
 def channel_prune(model: VGG, ratio, sort: bool = False) -> VGG:
-    """Uniform channel pruning as a physically smaller VGG (`model` untouched): keep the first
-    (sort=False, naive) or the most important (sort=True) round(c * (1 - ratio)) channels of
-    every conv but the last, as :func:`uniform_keep`. ratio 0 returns an equal copy."""
+    """A smaller VGG (`model` untouched) keeping the plan of :func:`uniform_keep`: the first (naive)
+    or, with sort=True, the most important channels. ratio 0 returns an equal copy."""
     src = sort_channels(model) if sort else model
     return shrink_vgg(src, uniform_keep(src, ratio))
