@@ -121,16 +121,10 @@ def macs(model: nn.Module, input_shape: tuple) -> dict:
     return dict(macs=int(total), nonzero_macs=int(round(total - skipped)))
 
 
-def _check_rounds(rounds) -> None:
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds={rounds!r} must be a positive integer")
-
-
 def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels_last: bool,
               compile: bool) -> tuple:
-    """(m, x) ready to time: an eval copy of `model` on `device` (channels_last conv
-    models when asked; torch.compile'd with inductor freezing when `compile`) and a
-    random (batch, *input_shape) input, after a warm-up (when compilation happens)."""
+    """(m, x) ready to time: an eval copy of `model` on `device` (channels_last, compiled
+    when asked) and a random (batch, *input_shape) input, after a warm-up."""
     dev = torch.device(device)
     m = copy.deepcopy(model).to(dev).eval()
     x = torch.randn((batch, *input_shape), device=dev)
@@ -147,28 +141,36 @@ def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels
     return m, x
 
 
-def _median_seconds(m, x, threads: int | None, min_run_time: float) -> float:
-    """Median seconds of m(x) under torch.inference_mode (torch.utils.benchmark)."""
-    timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x},
-                            num_threads=threads or torch.get_num_threads())
-    with torch.inference_mode():
-        return timer.blocked_autorange(min_run_time=min_run_time).median
+def _fastest(models: dict, input_shape: tuple, *, batch: int, device: str, threads: int | None,
+             min_run_time: float, channels_last: bool, rounds: int, compile: bool) -> dict:
+    """{name: seconds}: each model's fastest median over `rounds` passes over all models."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds={rounds!r} must be a positive integer")
+    if compile:
+        torch.compiler.reset()
+    ready = {name: _prepared(m, input_shape, batch, device, channels_last, compile)
+             for name, m in models.items()}
+    best = {name: math.inf for name in models}
+    for _ in range(rounds):
+        for name, (m, x) in ready.items():
+            timer = benchmark.Timer(stmt="m(x)", globals={"m": m, "x": x},
+                                    num_threads=threads or torch.get_num_threads())
+            with torch.inference_mode():
+                median = timer.blocked_autorange(min_run_time=min_run_time).median
+            best[name] = min(best[name], median)
+    return best
 
 
 def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
             threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True,
             rounds: int = 1, compile: bool = False) -> float:
-    """Median seconds of one inference forward of `model` (an eval copy) on a random
-    (batch, *input_shape) input on `device`: torch.inference_mode, conv models
-    channels_last unless told not, torch.utils.benchmark (warm-up first, threads fixed,
-    CUDA synchronised). rounds > 1: the fastest of that many medians (load inflates a
-    median, never deflates it). compile=True: torch.compile (inductor, freezing) after
-    torch.compiler.reset(), as a deployment would run it; needs a C++ compiler on CPU."""
-    _check_rounds(rounds)
-    if compile:
-        torch.compiler.reset()
-    m, x = _prepared(model, input_shape, batch, device, channels_last, compile)
-    return min(_median_seconds(m, x, threads, min_run_time) for _ in range(rounds))
+    """Median seconds of an inference forward of an eval copy of `model` on a random (batch,
+    *input_shape) input (torch.utils.benchmark, conv models channels_last unless told not).
+    rounds > 1: the fastest of that many medians (load only inflates one). compile: time
+    torch.compile (inductor, freezing) after torch.compiler.reset(); needs a C++ compiler."""
+    return _fastest({0: model}, input_shape, batch=batch, device=device, threads=threads,
+                    min_run_time=min_run_time, channels_last=channels_last, rounds=rounds,
+                    compile=compile)[0]
 
 
 def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = None,
@@ -246,19 +248,11 @@ def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
 def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds: int = 3,
                     threads: int | None = None, min_run_time: float = 0.2,
                     channels_last: bool = True, compile: bool = False) -> dict[str, float]:
-    """{name: ms}: CPU latency of each model side by side: `rounds` passes over all
-    models in turn, each model's fastest median kept, so a burst of load hits every
-    model alike. Other settings as in `latency`, the same for every model."""
-    _check_rounds(rounds)
-    if compile:
-        torch.compiler.reset()
-    ready = {name: _prepared(m, input_shape, batch, "cpu", channels_last, compile)
-             for name, m in models.items()}
-    best = {name: math.inf for name in models}
-    for _ in range(rounds):
-        for name, (m, x) in ready.items():
-            best[name] = min(best[name], 1e3 * _median_seconds(m, x, threads, min_run_time))
-    return best
+    """{name: ms}: CPU latency of the models side by side (`rounds` passes over all in turn,
+    each one's fastest median kept: load hits every model alike); settings as in latency."""
+    return {name: 1e3 * t for name, t in _fastest(
+        models, input_shape, batch=batch, device="cpu", threads=threads, min_run_time=min_run_time,
+        channels_last=channels_last, rounds=rounds, compile=compile).items()}
 
 
 def _prune_linears(model: nn.Module, s: float) -> None:

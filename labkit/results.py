@@ -177,12 +177,6 @@ def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> 
     return "\n".join(lines)
 
 
-def _number(v, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"{what} = {v!r} is not a number")
-    return float(v)
-
-
 def aggregate(rows: list[dict], by=None, fields=("accuracy",)) -> list[dict]:
     """Mean and spread over seeds: one row per distinct `by` value (first-seen order).
 
@@ -207,7 +201,10 @@ def aggregate(rows: list[dict], by=None, fields=("accuracy",)) -> list[dict]:
     for key, group in groups.items():
         agg = dict(zip(by, key), n=len(group), seeds=[r.get("seed") for r in group])
         for f in fields:
-            vals = [_number(r[f], f"row field {f!r}") for r in group if r[f] is not None]
+            vals = [r[f] for r in group if r[f] is not None]
+            bad = [v for v in vals if isinstance(v, bool) or not isinstance(v, (int, float))]
+            if bad:
+                raise TypeError(f"row field {f!r} = {bad[0]!r} is not a number")
             mean = sum(vals) / len(vals) if vals else None
             std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
                    if len(vals) >= 2 else None)

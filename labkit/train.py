@@ -92,8 +92,7 @@ class EMA:
 
 
 def _hooks(model: nn.Module, after_step, ema) -> tuple[list, KeepMasks, EMA | None]:
-    """(hooks in their order: `after_step`, KeepMasks, the EMA (made from the masked
-    weights); KeepMasks; EMA or None)."""
+    """(hooks in order: `after_step`, KeepMasks, EMA (of the masked weights); KeepMasks; EMA)."""
     after_step = [after_step] if callable(after_step) else list(after_step or ())
     bad = [h for h in after_step if not callable(h)]
     if bad:
@@ -147,12 +146,6 @@ def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.
     return model
 
 
-def _is_channels_last(model: nn.Module) -> bool:
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return conv is not None and conv.weight.is_contiguous(memory_format=torch.channels_last) \
-        and not conv.weight.is_contiguous()
-
-
 def _predict(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
     """(B,) classes of x (B, C, H, W): argmax of the logits, or with `tta` of the mean
     softmax (B, K) of x and its horizontal flip."""
@@ -199,10 +192,13 @@ def predict(model: nn.Module, data: Data, split: str = "test", batch_size: int =
             tta: bool = False) -> torch.Tensor:
     """(N,) int64 classes `model` (eval mode) gives the N images of one split; with
     `tta` the argmax of the mean softmax of each image and its horizontal flip."""
+    conv = next((m.weight for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    nhwc = conv is not None and conv.is_contiguous(memory_format=torch.channels_last) \
+        and not conv.is_contiguous()
     was_training = model.training
     model.eval()
     out = torch.cat([_predict(model, x, tta) for x, _ in
-                     data.loader(split, batch_size, channels_last=_is_channels_last(model))])
+                     data.loader(split, batch_size, channels_last=nhwc)])
     model.train(was_training)
     return out
 
