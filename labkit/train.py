@@ -172,13 +172,13 @@ def evaluator(data: Data, split: str = "val", batch_size: int = 250) -> Callable
     n = len(getattr(data, split))
 
     @torch.no_grad()
-    def evaluate(model: nn.Module) -> float:
+    def accuracy(model: nn.Module) -> float:
         was = model.training
         model.eval()
         correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
         model.train(was)
         return correct / n
-    return evaluate
+    return accuracy
 
 
 def official(model: nn.Module, data: Data) -> float | None:
