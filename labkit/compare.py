@@ -3,22 +3,18 @@
 Each method (labkit.methods.prune_to) prunes a copy of the same dense model to each
 compression factor c of a list (c = 2: half the dense model's nonzero Conv/Linear weights),
 gets the SAME fine-tuning Budget, is evaluated on the test set and measured
-(labkit.metrics.measure). One row per (model, method, compression, seed) goes to
+(labkit.results.measure). One row per (model, method, compression, seed) goes to
 results.jsonl, with the budget and a hash of the methods' settings (:func:`knobs_key`).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-import tempfile
-from pathlib import Path
 
 from torch import nn
 
-from . import config, methods, metrics, recipes, results, sparse, train
-from .models import MLP
+from . import config, methods, recipes, results, train
 from .methods.registry import counted, counted_total
 
 VERSION = 2   # bump when a method's code changes what it would measure (old rows stop matching)
@@ -43,24 +39,11 @@ def check_points(points) -> list[float]:
     return sorted(set(float(p) for p in pts))
 
 
-def _measure(model: nn.Module, data, reference, timing: bool, knobs: dict) -> dict:
-    """metrics.measure with lab 05's timer: one thread, ``latency_s`` per timing.
-    TEMPORARY shim (old compare.measure) until metrics.measure covers it (contract D)."""
-    cpu = copy.deepcopy(model).cpu().eval()
-    out = metrics.measure(cpu, data.shape, reference=reference, timing=False)
-    with tempfile.TemporaryDirectory(prefix="labkit-disk-") as tmp:
-        out["disk_best_mib"] = sparse.save(cpu, Path(tmp) / "m.lks", "best")["bytes"] / 2 ** 20
-    if timing:
-        t = dict(batch=1, threads=knobs.get("latency_threads", 1),
-                 min_run_time=knobs.get("latency_s", 0.3))
-        out["latency_cpu_ms"] = out["latency_best_ms"] = 1e3 * metrics.latency(cpu, data.shape, **t)
-        out["latency_threads"] = t["threads"]
-        if isinstance(model, MLP):
-            out["latency_csr_ms"] = 1e3 * metrics.latency(sparse.to_csr(cpu), data.shape, **t)
-            out["latency_best_ms"] = min(out["latency_cpu_ms"], out["latency_csr_ms"])
-        if reference is not None:
-            out["latency_dense_ms"] = 1e3 * metrics.latency(reference.cpu().eval(), data.shape, **t)
-    return out
+def _options(knobs: dict) -> dict:
+    """Lab 05's metrics.measure options: disk size, CSR latency for MLPs, the dense original
+    timed right after (side by side), ``latency_threads`` (1) and ``latency_s`` per timing."""
+    return dict(disk=True, csr=True, time_reference=True, threads=knobs.get("latency_threads", 1),
+                min_run_time=knobs.get("latency_s", 0.3))
 
 
 def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: list, points,
@@ -85,8 +68,7 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
         raise ValueError(f"methods {wrong} do not apply to a {type(dense).__name__}; "
                          f"allowed: {methods.applicable(dense)}")
     ctx = methods.Context(data, budget, seed, knobs, tuple(points), progress)
-    scfg = config.Config(cfg)
-    scfg["seed"] = seed
+    scfg = config.Config(cfg, seed=seed, data=data)
     fixed = dict(dense_key=dense_key, budget=budget.label(), knobs=knobs_key(knobs))
     rows = []
     for name in names:
@@ -105,11 +87,11 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
             ctx.fine_tune(model, info.get("tune_images"))
             acc = train.evaluate(model, data)
             reached = counted_total(dense) / max(1, counted(model))
-            row = results.record(scfg, data, method=name, model=model_name, accuracy=acc,
-                                 accuracy_official=train.official(model, data),
-                                 metrics=_measure(model, data, reference, timing, knobs),
-                                 accuracy_before=before, compression_reached=reached,
-                                 **fixed, **info)
+            row = results.measure(scfg, model, method=name, model=model_name, accuracy=acc,
+                                  accuracy_official=train.official(model, data),
+                                  reference=reference, timing=timing, options=_options(knobs),
+                                  accuracy_before=before,
+                                  compression_reached=reached, **fixed, **info)
             rows.append(row)
             was = f"{100 * before:.2f}% -> " if before is not None else ""
             log(f"{model_name} | {name} | {c:g}x (reached {reached:.1f}x) | seed {seed}: "
@@ -120,14 +102,10 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
 def dense_row(cfg, data, model_name: str, dense: nn.Module, dense_key: str, seed: int,
               timing: bool = True, knobs: dict | None = None) -> dict:
     """Record (and return) the dense model's row: method 'dense', compression 1."""
-    scfg = config.Config(cfg)
-    scfg["seed"] = seed
-    return results.record(scfg, data, method="dense", model=model_name,
-                          accuracy=train.evaluate(dense, data),
-                          accuracy_official=train.official(dense, data),
-                          metrics=_measure(dense, data, None, timing, knobs or {}),
-                          dense_key=dense_key, structured=False, compression=1.0,
-                          compression_reached=1.0)
+    return results.measure(config.Config(cfg, seed=seed, data=data), dense, method="dense",
+                           model=model_name, timing=timing, options=_options(knobs or {}),
+                           dense_key=dense_key, structured=False, compression=1.0,
+                           compression_reached=1.0)
 
 
 def dense_model(model_name: str, data, profile: str, seed: int, progress: bool = False,

@@ -20,7 +20,7 @@ every method the same Budget. Raises Unreachable (a ValueError) when a method ca
 the target (hybrid at or below its greedy start, the planner beyond its scanned range).
 """
 from . import greedy, registry, schedules, sss
-from .registry import METHODS, Budget, Context, Unreachable, applicable, prune_to
+from .registry import METHODS, Budget, Context, Unreachable, applicable, describe, prune_to
 
 __all__ = ["greedy", "registry", "schedules", "sss", "METHODS", "Budget", "Context",
-           "Unreachable", "applicable", "prune_to"]
+           "Unreachable", "applicable", "describe", "prune_to"]

@@ -137,8 +137,8 @@ def global_oneshot(dense, c, ctx):
 
 
 def global_iterative(dense, c, ctx):
-    """Global magnitude pruning, iterative (lab 03's schedules.run): ``iterative_steps``
-    prunes to 1 - 1/c^(i/n), each fine-tuned on 1/n of the budget's images (the last
+    """Global magnitude pruning, iterative (lab 03's schedules.run), in ``iterative_steps``.
+    Step i prunes to 1 - 1/c^(i/n), each fine-tuned on 1/n of the budget's images (the last
     by the common step: info ``tune_images``), so the total equals the one-shot budget."""
     n = int(ctx.knobs.get("iterative_steps", 3))
     share = max(1, len(ctx.tune_data.train) // n)
@@ -155,10 +155,10 @@ def global_iterative(dense, c, ctx):
 
 
 def sensitivity_planned(dense, c, ctx):
-    """Sensitivity-planned fine-grained pruning (lab 02's planner): one scan of every layer
-    (magnitude, ``scan_sparsities``, accuracy on ``scan_images`` validation images), then
-    sensitivity.plan_for_size picks per-layer sparsities reaching 1/c of the dense size
-    with the least predicted drop; each layer is pruned by magnitude to its sparsity."""
+    """Sensitivity-planned magnitude pruning (lab 02's planner), per-layer sparsities.
+    One scan of every layer (``scan_sparsities``, accuracy on ``scan_images`` validation
+    images), then sensitivity.plan_for_size picks the sparsities reaching 1/c of the dense
+    size with the least predicted drop."""
     xs = list(ctx.knobs.get("scan_sparsities", (0.5, 0.75, 0.9, 0.95, 0.98, 0.99)))
 
     def scan():
@@ -177,17 +177,16 @@ def sensitivity_planned(dense, c, ctx):
 
 
 def two_four(dense, c, ctx):
-    """2:4 semi-structured magnitude pruning of every layer whose input dim is a multiple
-    of 4: about 2x whatever the target (info compression=2.0)."""
+    """2:4 semi-structured magnitude pruning, about 2x whatever the target.
+    Every layer whose input dim is a multiple of 4; info compression=2.0."""
     m = copy.deepcopy(dense)
     nm.prune_nm(m, 2, 4)
     return m, dict(compression=2.0, note="2:4 reaches only about 2x")
 
 
 def mlp_units(dense, c, ctx):
-    """Unit pruning of the MLP's hidden layers (same fraction per layer, L2 of the weight
-    rows), physically removed; the fraction is searched so the small MLP has <= dense / c
-    counted weights."""
+    """Unit pruning of the MLP's hidden layers (L2 of the weight rows), physically removed.
+    The same fraction per layer, searched so the small MLP has <= dense / c weights."""
     def shrunk(u):
         m = copy.deepcopy(dense)
         units.prune_units(m, u)
@@ -198,9 +197,9 @@ def mlp_units(dense, c, ctx):
 
 
 def vgg_channels(dense, c, ctx):
-    """Channel pruning of every VGG conv (same fraction per conv, ranked by the L2 norm of
-    the next layer's input weights, lab 02's criterion), physically removed; the fraction
-    is searched so the model has <= dense / c weights."""
+    """Channel pruning of every VGG conv (L2 of the next layer's inputs), physically removed.
+    The same fraction per conv (lab 02's criterion), searched so the model has <= dense / c
+    weights."""
     rank = [channels.l2_ranking(dense, i, by="next") for i in range(len(dense.channels))]
 
     def keep(f):
@@ -227,16 +226,17 @@ def _greedy_path(dense, c, ctx) -> dict:
 
 
 def vgg_greedy(dense, c, ctx):
-    """Greedy layer-wise filter pruning (lab 04, methods.greedy) to params <= dense / c,
-    one search for all targets; no fine-tuning between steps."""
+    """Greedy layer-wise filter pruning (lab 04) to params <= dense / c, physically removed.
+    One search (methods.greedy) for all targets; no fine-tuning between steps."""
     r = _greedy_path(dense, c, ctx)[round(c, 6)]
     return copy.deepcopy(r.model), dict(reference=dense, structured=True,
                                         channels=list(r.model.channels), greedy_steps=len(r.steps))
 
 
 def vgg_hybrid(dense, c, ctx):
-    """Hybrid (lab 04): greedy filter pruning to half the params (``hybrid_greedy``), then
-    global magnitude pruning of what remains to dense / c nonzero weights (c > 2)."""
+    """Hybrid (lab 04): greedy filter pruning to half the params, then global magnitude.
+    From the greedy model at ``hybrid_greedy`` (2x), magnitude pruning of what remains to
+    dense / c nonzero weights (c > 2)."""
     base = ctx.knobs.get("hybrid_greedy", 2.0)
     r = _greedy_path(dense, c, ctx)[round(base, 6)]
     if c <= base:
@@ -270,10 +270,10 @@ def _sss_trained(dense, ctx) -> dict:
 
 
 def vgg_sss(dense, c, ctx):
-    """Sparse Structure Selection (lab 04, methods.sss): one sparse-training run of
-    ``sss_epochs`` on ``sss_images`` training images (default: the budget's subset), then
-    the channels with the largest |factors| are kept (their count searched) so the model
-    has <= dense / c weights. The sparse training is extra, on top of the common budget."""
+    """Sparse Structure Selection (lab 04, methods.sss): BN factors chosen by L1 training.
+    One sparse-training run of ``sss_epochs`` on ``sss_images`` training images (default:
+    the budget's subset), extra to the common budget; then the channels of largest |factor|
+    are kept (their count searched) so the model has <= dense / c weights."""
     t = ctx.once("sss", dense, lambda: _sss_trained(dense, ctx))
     rec = ctx.knobs.get("sss_recalibrate", 20)
 
@@ -312,6 +312,11 @@ METHODS = {
 def applicable(model: nn.Module) -> list[str]:
     """Names of the METHODS that apply to `model`, in METHODS order."""
     return [name for name, (_, kinds) in METHODS.items() if isinstance(model, kinds)]
+
+
+def describe(name: str) -> str:
+    """The first sentence of method `name`'s docstring, on one line."""
+    return " ".join(METHODS[name][0].__doc__.split()).split(". ")[0].rstrip(".")
 
 
 def prune_to(name: str, model: nn.Module, target: float, ctx: Context) -> tuple[nn.Module, dict]:
