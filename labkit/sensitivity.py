@@ -1,14 +1,6 @@
-"""Sweeps and sensitivity scans: prune a copy, evaluate, never touch the original.
-
-- :func:`sweep`: one pruning method over a list of sparsities, whole model.
-- :func:`scan`: one layer at a time over a list of sparsities (sensitivity),
-  restoring the model exactly after each point.
-- :func:`safe_sparsity`: the largest sparsity whose accuracy drop stays within a bound.
-- :func:`plan_for_size`: per-layer sparsities from the curves that reach a size
-  target with the least predicted drop; :func:`plan_size`, :func:`predicted_drop`.
-- :func:`iterate_sparsity`, :func:`choose_betas`: the iterate rule
-  s_new = s_prev + (1 - s_prev) x beta, beta read from re-scanned curves.
-"""
+"""Sweeps and sensitivity scans (prune a copy or restore exactly, evaluate), and lab 02's
+planning of per-layer sparsities from the scanned curves (plan_for_size, scale_plan, the
+iterate rule s_new = s_prev + (1 - s_prev) x beta)."""
 from __future__ import annotations
 
 import copy
@@ -27,8 +19,7 @@ from .prune.masks import prunable
 def sweep(model: nn.Module, prune: Callable[[nn.Module, float], object], sparsities: list,
           evaluate: Callable[[nn.Module], float], progress: bool = True,
           desc: str = "sweep") -> list[dict]:
-    """For each s in `sparsities`: deep-copy `model`, call prune(copy, s), and
-    evaluate(copy). Returns [{'sparsity': s, 'accuracy': acc, 'model': copy}]."""
+    """[{'sparsity': s, 'accuracy': evaluate(copy), 'model': copy}]: per s, prune(copy, s)."""
     out = []
     for s in tqdm(sparsities, desc=desc, disable=not (progress and _progress()), mininterval=2):
         m = copy.deepcopy(model)
@@ -41,8 +32,8 @@ def sweep(model: nn.Module, prune: Callable[[nn.Module, float], object], sparsit
 def scan(model: nn.Module, prune_layer: Callable[[nn.Module, str, float], object], sparsities: list,
          evaluate: Callable[[nn.Module], float], layers: list | None = None,
          progress: bool = True) -> dict[str, list[float]]:
-    """Sensitivity: {layer: [accuracy after pruning only that layer to s, for s
-    in sparsities]}. The layer's weights (and mask) are restored after every point."""
+    """{layer: [accuracy after pruning only that layer to s, for s in sparsities]}; the
+    layer's weights (and mask) are restored after every point."""
     names = list(prunable(model)) if layers is None else list(layers)
     curves = {}
     for name in tqdm(names, desc="sensitivity scan", disable=not (progress and _progress()),
@@ -64,8 +55,8 @@ def scan(model: nn.Module, prune_layer: Callable[[nn.Module, str, float], object
 
 def safe_sparsity(sparsities: list, accuracies: list, baseline: float,
                max_drop: float = 0.01) -> float:
-    """The largest sparsity, scanning upwards, before accuracy first falls more
-    than `max_drop` (a fraction, 0.01 = 1 point) below `baseline`."""
+    """The largest sparsity before accuracy first falls more than `max_drop` (0.01 = 1 point)
+    below `baseline`, scanning upwards (NaN when the first already does)."""
     best = float("nan")
     for s, a in zip(sparsities, accuracies):
         if baseline - a > max_drop:
@@ -78,7 +69,6 @@ def safe_sparsity(sparsities: list, accuracies: list, baseline: float,
 
 def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
     """Curves name prunable layers of `model` and hold one accuracy per sparsity."""
-
     layers = prunable(model)
     if not isinstance(curves, dict) or not curves:
         raise ValueError("curves must be a non-empty dict {layer name: [accuracy per sparsity]}")
@@ -96,10 +86,8 @@ def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
 
 
 def plan_size(model: nn.Module, plan: dict) -> float:
-    """Fraction of the dense size (nonzero / all parameters) that `model` keeps
-    after pruning each layer of `plan` ({layer: absolute sparsity}) by magnitude;
-    layers not in the plan keep their current zeros."""
-
+    """Fraction of the dense size (nonzero / all parameters) `model` keeps after pruning each
+    layer of `plan` ({layer: sparsity}) by magnitude; other layers keep their zeros."""
     layers = prunable(model)
     total = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
@@ -115,8 +103,8 @@ def plan_size(model: nn.Module, plan: dict) -> float:
 
 
 def _drop(sparsities: list, accs: list, baseline: float):
-    """The predicted accuracy drop of one layer as a function of its sparsity:
-    piecewise linear through (0, 0) and the scanned points, never negative."""
+    """(f, top): a layer's predicted drop f(s), piecewise linear through (0, 0) and the
+    scanned points, never negative; top: its largest scanned sparsity."""
     xs = [0.0] + [float(s) for s in sparsities if s > 0]
     ys = [0.0] + [max(0.0, baseline - a) for s, a in zip(sparsities, accs) if s > 0]
 
@@ -129,25 +117,17 @@ def _drop(sparsities: list, accs: list, baseline: float):
 
 
 def predicted_drop(curves: dict, sparsities: list, plan: dict, baseline: float) -> float:
-    """Sum over layers of the drop each layer's curve predicts at its planned
-    sparsity (the additivity assumption of sensitivity analysis; fraction)."""
+    """Sum of the drops each layer's curve predicts at its planned sparsity (additivity)."""
     return sum(_drop(sparsities, curves[n], baseline)[0](s) for n, s in plan.items() if n in curves)
 
 
 def plan_for_size(model: nn.Module, curves: dict, sparsities: list, target: float, baseline: float,
                   max_sparsity: float | None = None, step: float = 0.01) -> dict[str, float]:
-    """Per-layer sparsities that bring `model` (dense) to `target` x its dense
-    size (nonzero / all parameters) with the least predicted accuracy drop.
-
-    curves: {layer: [accuracy at s for s in sparsities]} from :func:`scan`;
-    baseline: the unpruned accuracy the curves are compared to. Each layer's
-    predicted drop is interpolated linearly between scanned points; layers are
-    raised greedily along the lower convex hull of (removed weights, drop), the
-    cheapest drop per removed weight first, and the last move is cut so the size
-    lands on the target. Sparsities stay within the scanned range (or
-    `max_sparsity`). Raises ValueError when the target cannot be reached.
-    Returns {layer: sparsity} for every layer in `curves`.
-    """
+    """{layer: sparsity} for every layer of `curves` (from :func:`scan`, against `baseline`)
+    bringing the dense `model` to `target` x its size (nonzero / all parameters) with the
+    least predicted drop: layers are raised greedily, cheapest drop per removed weight
+    first, the last move cut to land on the target, within the scanned range (or
+    `max_sparsity`). ValueError when the target is out of reach."""
     _check_curves(model, curves, sparsities)
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
         raise ValueError(f"target={target!r} must be a fraction of the dense size in (0, 1]")
@@ -190,9 +170,7 @@ def plan_for_size(model: nn.Module, curves: dict, sparsities: list, target: floa
 
 
 def iterate_sparsity(previous: float, beta: float) -> float:
-    """One iteration of sensitivity-guided pruning: s_new = s_prev + (1 - s_prev) x beta,
-    i.e. prune a further fraction `beta` of the weights that are still alive."""
-
+    """s_new = s_prev + (1 - s_prev) x beta: prune a further `beta` of the live weights."""
     previous = check_fraction("previous sparsity", previous)
     beta = check_fraction("beta", beta)
     return previous + (1 - previous) * beta
@@ -200,9 +178,8 @@ def iterate_sparsity(previous: float, beta: float) -> float:
 
 def choose_betas(curves: dict, betas: list, baseline: float,
                  max_drop: float = 0.01) -> dict[str, float]:
-    """{layer: beta}: for each re-scanned curve (accuracy at each beta), the
-    largest beta before the accuracy first falls more than `max_drop` below
-    `baseline` (0 when even the smallest beta does)."""
+    """{layer: beta}: per re-scanned curve, the largest beta within `max_drop` of `baseline`
+    (safe_sparsity; 0 when even the smallest beta falls further)."""
     out = {}
     for name, accs in curves.items():
         b = safe_sparsity(betas, accs, baseline, max_drop)
@@ -211,10 +188,9 @@ def choose_betas(curves: dict, betas: list, baseline: float,
 
 
 def scale_plan(model: nn.Module, plan: dict, target: float, tol: float = 1e-4) -> dict[str, float]:
-    """`plan` ({layer: sparsity}) moved to `target` x the dense size while keeping
-    its shape: every layer removes the same further fraction u of its live weights
-    (s' = s + (1 - s) u, the iterate rule) or, to grow, keeps s' = s (1 + u), u < 0.
-    u is found by bisection; the size lands within `tol` (plus rounding)."""
+    """`plan` moved to `target` x the dense size keeping its shape: every layer removes the
+    same further fraction u of its live weights (s' = s + (1 - s) u) or, to grow, keeps
+    s' = s (1 + u), u < 0; u by bisection, the size within `tol` (plus rounding)."""
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
         raise ValueError(f"target={target!r} must be a fraction of the dense size in (0, 1]")
 

@@ -1,16 +1,11 @@
 """Greedy layer-wise filter pruning of the VGG (a simplified ThiNet).
 
-Each round tries, for every conv layer in turn, removing ``step`` x its
-current channels (at least one) -- the filters of lowest L2 norm -- and
-evaluates each candidate on a fixed validation batch set. It commits the
-candidate that lost least accuracy (ties: the one that saves more cost, then
-the lower layer), fine-tunes briefly (``finetune`` callback) and repeats
-until the model's params (or MACs) fall to each target fraction of the dense
-model's.
-
-Every step is a physically smaller VGG (``channels.shrink_vgg``); ``keep``
-maps it back to the original's channels, so ``expand()`` writes its weights
-into an equivalent masked VGG of the original shape (``channels.expand_vgg``).
+Each round tries, for every conv in turn, removing ``step`` x its channels (at least one,
+the filters of lowest L2 norm), evaluates each candidate on a fixed validation set, commits
+the one that lost least accuracy (ties: the one saving more cost, then the lower layer),
+optionally fine-tunes, and repeats until the params (or MACs) fall to each target fraction.
+Every step is a physically smaller VGG (channels.shrink_vgg); ``keep`` maps it back to the
+original's channels, so ``expand()`` gives the equivalent masked VGG (channels.expand_vgg).
 """
 from __future__ import annotations
 
@@ -23,6 +18,7 @@ import torch
 from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 
 from .. import config
+from ..config import check_choice, check_int
 from ..models import VGG
 from ..prune.channels import expand_vgg, l2_ranking, shrink_vgg
 from ..prune.magnitude import prune_global
@@ -31,8 +27,7 @@ COSTS = ("params", "macs")
 
 
 def vgg_macs(model: VGG, input_shape: tuple = (3, 32, 32)) -> int:
-    """Multiply-accumulates of one (C, H, W) image through the VGG's convs and
-    classifier (what metrics.macs counts), computed from the shapes."""
+    """Multiply-accumulates of one (C, H, W) image (what metrics.macs counts), from shapes."""
     _, h, w = input_shape
     total = 0
     for m in model.backbone:
@@ -45,8 +40,7 @@ def vgg_macs(model: VGG, input_shape: tuple = (3, 32, 32)) -> int:
 
 def cost(model: VGG, by: str, input_shape: tuple = (3, 32, 32)) -> int:
     """The model's parameter count (by='params') or MACs of one image (by='macs')."""
-    if by not in COSTS:
-        raise ValueError(f"by={by!r} is not one of {COSTS}")
+    check_choice("by", by, COSTS)
     if by == "params":
         return sum(p.numel() for p in model.parameters())
     return vgg_macs(model, input_shape)
@@ -54,9 +48,8 @@ def cost(model: VGG, by: str, input_shape: tuple = (3, 32, 32)) -> int:
 
 @dataclass
 class Step:
-    """One committed removal: round, conv index, channels removed, the channels
-    after it, cost ratio to the dense model, and validation-batch accuracy
-    after the removal (acc) and after the brief fine-tune (acc_tuned)."""
+    """One committed removal: round, conv index, channels removed, channels after it, cost
+    ratio to the dense model, accuracy after the removal and after the fine-tune (acc_tuned)."""
 
     round: int
     layer: int
@@ -69,12 +62,9 @@ class Step:
 
 @dataclass
 class GreedyResult:
-    """A physically smaller VGG reached by greedy pruning.
-
-    model: the small VGG; keep: {conv index: kept original channel indices};
-    channels: the original channels; by / target / ratio: the cost measure,
-    the target fraction and the fraction reached; steps: the path so far.
-    """
+    """A physically smaller VGG reached by greedy pruning: model, keep ({conv index: kept
+    original channels}), the original channels, the cost measure `by`, the target fraction,
+    the ratio reached and the steps so far."""
 
     model: VGG
     keep: dict
@@ -92,8 +82,7 @@ class GreedyResult:
 def _check(model, targets, by, step, min_channels) -> list[float]:
     if not isinstance(model, VGG):
         raise TypeError(f"greedy pruning needs a labkit VGG, got {type(model).__name__}")
-    if by not in COSTS:
-        raise ValueError(f"by={by!r} is not one of {COSTS}")
+    check_choice("by", by, COSTS)
     if isinstance(targets, (int, float)):
         targets = [targets]
     targets = list(targets)
@@ -104,15 +93,13 @@ def _check(model, targets, by, step, min_channels) -> list[float]:
             raise ValueError(f"target={t!r} must be a fraction of the dense {by} in (0, 1]")
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step < 1:
         raise ValueError(f"step={step!r} must be a fraction in (0, 1) of a layer's channels")
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-        raise ValueError(f"min_channels={min_channels!r} must be a positive integer")
+    check_int("min_channels", min_channels, 1)
     return sorted(float(t) for t in targets)[::-1]
 
 
 def candidates(model: VGG, step: float, min_channels: int = 1) -> dict[int, torch.Tensor]:
-    """{conv index: kept local channel indices} removing round(step * C_i) (at
-    least 1) lowest-filter-norm channels of that conv; convs that would drop
-    below `min_channels` are left out."""
+    """{conv index: kept local channels} removing round(step * C_i) (at least 1) channels of
+    lowest filter norm; convs that would drop below `min_channels` are left out."""
     out = {}
     for i, c in enumerate(model.channels):
         k = max(1, int(round(step * c)))
@@ -125,14 +112,10 @@ def candidates(model: VGG, step: float, min_channels: int = 1) -> dict[int, torc
 def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params", step: float = 0.2,
                  finetune: Callable | None = None, min_channels: int = 1,
                  input_shape: tuple = (3, 32, 32), progress: bool = True) -> list[GreedyResult]:
-    """Greedy filter pruning of a copy of `model` down to each of `targets`.
-
-    evaluate: model -> accuracy on a fixed validation batch set (see train.evaluator);
-    targets: fractions of the dense cost (by='params' or 'macs') in (0, 1];
-    finetune: model -> None, called in place after each committed step (None: no fine-tune).
-    Returns one GreedyResult per target, largest target first: a copy of the
-    model the first time its cost ratio fell to <= that target.
-    """
+    """Greedy filter pruning of a copy of `model` down to each of `targets` (fractions of the
+    dense cost, by='params' or 'macs'). evaluate: model -> accuracy on a fixed validation set
+    (train.evaluator); finetune: model -> None, in place after each step (None: none).
+    One GreedyResult per target, largest first: the model when its ratio first fell to it."""
     targets = _check(model, targets, by, step, min_channels)
     small = copy.deepcopy(model)
     keep = {i: torch.arange(c) for i, c in enumerate(model.channels)}
@@ -176,9 +159,8 @@ def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params",
 
 
 def hybrid(result: GreedyResult, sparsity: float, layers=None) -> VGG:
-    """Greedy then magnitude: a copy of the greedy result's small VGG with
-    global magnitude pruning (masks attached, absolute `sparsity` of its own
-    counted weights, see magnitude.prune_global) of the filters that remain."""
+    """Greedy then magnitude: a copy of the greedy result's VGG, the remaining filters pruned
+    by global magnitude to `sparsity` of its own counted weights (masks attached)."""
     small = copy.deepcopy(result.model)
     prune_global(small, sparsity, layers=layers)
     return small

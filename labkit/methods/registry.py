@@ -1,8 +1,5 @@
-"""The one method interface: ``prune_to(name, model, target, ctx) -> (model, info)``.
-
-See labkit.methods for the contract. Each method is an adapter ``fn(dense, c, ctx)``
-returning (model, info); METHODS maps its name to (fn, the model classes it applies to).
-"""
+"""The one method interface, ``prune_to(name, model, target, ctx) -> (model, info)`` (the
+contract: labkit.methods). METHODS maps a name to (adapter fn(dense, c, ctx), model classes)."""
 from __future__ import annotations
 
 import copy
@@ -14,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import sensitivity, train
+from ..config import check_fraction, check_int
 from ..models import MLP, VGG
 from ..prune import channels, magnitude, nm, units
 from ..prune.masks import count_weights
@@ -37,14 +35,12 @@ class Budget:
     label_smoothing: float = 0.0
 
     def __post_init__(self):
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"budget epochs={self.epochs!r} must be a non-negative integer")
+        check_int("budget epochs", self.epochs, 0)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"budget lr={self.lr!r} must be a positive number")
-        if self.images is not None and (not isinstance(self.images, int) or self.images < 1):
-            raise ValueError(f"budget images={self.images!r} must be a positive integer or None")
-        if not (isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1):
-            raise ValueError(f"budget label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        if self.images is not None:
+            check_int("budget images", self.images, 1, what="or None: every image")
+        check_fraction("budget label_smoothing", self.label_smoothing)
 
     def label(self) -> str:
         """A short string that identifies the budget in result rows."""

@@ -1,19 +1,6 @@
-"""Pruning schedules: one-shot, iterative, gradual (AGP), and the runner that
-prunes globally, measures the drop, and fine-tunes (or rewinds and retrains).
-
-Every sparsity here is ABSOLUTE and GLOBAL: the fraction of all Conv/Linear
-weights that are zero after the step (labkit.prune.prune_global).
-
-- :func:`oneshot`: the targets themselves, each reached from the dense model.
-- :func:`iterative`: prune `rate` of the REMAINING weights per round, so after
-  round k the global sparsity is 1 - (1 - rate)^k (0.20, 0.36, 0.49, ... at 20%).
-- :func:`agp`: Zhu & Gupta's gradual schedule, s_t = s_f + (s_i - s_f)(1 - t/n)^3,
-  t = 1..n: big steps while many redundant weights remain, small ones near the end.
-- :func:`run`: apply a list of sparsities to one model in order; after each
-  prune record the accuracy right after pruning (the drop), then fine-tune with
-  the masks held (labkit.train.fine_tune), or, lottery-ticket style, first
-  reset the surviving weights to early-training values (:func:`rewind`).
-"""
+"""Pruning schedules (one-shot, iterative, AGP) and :func:`run`, which prunes globally,
+measures the drop and fine-tunes (or rewinds to early weights first: lottery ticket).
+Every sparsity is ABSOLUTE and GLOBAL: zeros among all Conv/Linear weights after the step."""
 from __future__ import annotations
 
 import copy
@@ -25,22 +12,15 @@ import torch
 from torch import nn
 
 from .. import config, recipes, train
-from ..config import check_fraction
+from ..config import check_fraction, check_int
 from ..models import build
 from ..prune.magnitude import prune_global
 from ..prune.masks import enforce, global_sparsity
 
 
-def _check_count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return value
-
-
 def oneshot(targets) -> list[float]:
     """The one-shot targets as floats, validated: each in [0, 1)."""
-    if isinstance(targets, (int, float)):
-        targets = [targets]
+    targets = [targets] if isinstance(targets, (int, float)) else targets
     targets = [check_fraction("one-shot target", t) for t in targets]
     if not targets:
         raise ValueError("one-shot needs at least one target sparsity")
@@ -48,7 +28,7 @@ def oneshot(targets) -> list[float]:
 
 
 def _check_rate(rate) -> float:
-    """`rate` as a float in the open interval (0, 1); TypeError/ValueError naming it otherwise."""
+    """`rate` as a float in (0, 1); TypeError/ValueError naming it otherwise."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)):
         raise TypeError(f"rate={rate!r} must be a number in (0, 1)")
     if not 0 < rate < 1:  # also rejects NaN
@@ -63,16 +43,14 @@ def _after(k: int, rate: float) -> float:
 
 
 def iterative(rounds: int, rate: float = 0.2) -> list[float]:
-    """Global sparsity after each of `rounds` rounds that prune `rate` of the
-    remaining weights: [1 - (1 - rate)^k for k = 1..rounds]."""
-    rounds = _check_count("rounds", rounds)
-    rate = _check_rate(rate)
+    """Global sparsity after each of `rounds` rounds pruning `rate` of the REMAINING
+    weights: [1 - (1 - rate)^k for k = 1..rounds] (0.20, 0.36, 0.49, ... at 20 %)."""
+    rounds, rate = check_int("rounds", rounds, 1), _check_rate(rate)
     return [_after(k, rate) for k in range(1, rounds + 1)]
 
 
 def rounds_to_reach(sparsity: float, rate: float = 0.2) -> int:
-    """Fewest iterative rounds k whose global sparsity 1 - (1 - rate)^k is
-    >= `sparsity` (to 1e-9); rate in (0, 1). Closed form, so any rate returns."""
+    """Fewest iterative rounds k with 1 - (1 - rate)^k >= `sparsity` (to 1e-9); closed form."""
     sparsity = check_fraction("sparsity", sparsity)
     rate, target = _check_rate(rate), sparsity - 1e-9
     if target <= 0:
@@ -89,27 +67,26 @@ def rounds_to_reach(sparsity: float, rate: float = 0.2) -> int:
 
 
 def agp(final: float, steps: int, initial: float = 0.0) -> list[float]:
-    """Automated gradual pruning (cubic): s_t = final + (initial - final)(1 - t/steps)^3
-    for t = 1..steps; the last value is `final`."""
+    """Zhu & Gupta's gradual pruning: s_t = final + (initial - final)(1 - t/steps)^3 for
+    t = 1..steps (big steps first, small ones near the end); the last is `final`."""
     final = check_fraction("final sparsity", final)
     initial = check_fraction("initial sparsity", initial)
-    steps = _check_count("steps", steps)
+    steps = check_int("steps", steps, 1)
     if initial > final:
         raise ValueError(f"initial={initial} must not exceed final={final}")
     return [final + (initial - final) * (1 - t / steps) ** 3 for t in range(1, steps + 1)]
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of the model's state (weights, norms; masks left out),
-    to rewind to later."""
+    """A detached copy of the model's state (masks left out), to rewind to later."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()
             if not k.endswith("weight_mask")}
 
 
 @torch.no_grad()
 def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Lottery-ticket rewind: reset every parameter and buffer to `state` (from
-    :func:`snapshot`), keep the masks, and zero the pruned weights again."""
+    """Lottery-ticket rewind: every parameter and buffer back to `state` (a :func:`snapshot`),
+    masks kept, pruned weights zeroed again. All of the state or none of it."""
     if not isinstance(state, dict):
         raise TypeError(f"rewind state must be a dict from snapshot(), not {type(state).__name__}")
     own = {k: v for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
@@ -117,7 +94,7 @@ def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     if missing or extra:
         raise ValueError(f"rewind state does not fit this model: missing {missing[:5]}, "
                          f"unexpected {extra[:5]}")
-    for k, v in own.items():  # every shape before any copy: all of the state or none of it
+    for k, v in own.items():
         if state[k].shape != v.shape:
             raise ValueError(f"rewind state {k!r} has shape {tuple(state[k].shape)}, "
                              f"model has {tuple(v.shape)}")
@@ -128,16 +105,12 @@ def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def early_weights(model_name: str, data, profile: str, *, seed: int = 0, rewind_epochs: int = 1,
                   **overrides) -> dict[str, torch.Tensor]:
-    """Weights after the first `rewind_epochs` epochs of the dense recipe (with
-    non-None `overrides`, as labkit.train.dense takes them), replayed from
-    the same initialisation, seed, data order and augmentation as
-    labkit.train.dense (the cached dense run keeps no checkpoints).
-
-    The learning rate follows the dense run's linear warm-up (then stays
-    constant), so the replay is the dense run's own trajectory while it lies
-    inside the warm-up, and close to it after. Returns a :func:`snapshot`.
-    """
-    epochs = _check_count("rewind_epochs", rewind_epochs)
+    """A :func:`snapshot` after the first `rewind_epochs` epochs of the dense recipe (with
+    `overrides` as train.dense takes them), replayed from train.dense's initialisation,
+    seed, data order and augmentation (the cached run keeps no checkpoints). The learning
+    rate follows the dense run's warm-up, then stays constant: the dense run's trajectory
+    while inside the warm-up, close to it after."""
+    epochs = check_int("rewind_epochs", rewind_epochs, 1)
     hp = recipes.dense(model_name, profile, **overrides)
     width, total = hp.pop("width"), hp.pop("epochs")
     if epochs > total:
@@ -156,24 +129,18 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
         evaluate: Callable[[nn.Module], float], rewind_to: dict | None = None,
         on_step: Callable[[nn.Module, dict], None] | None = None, seed: int = 0,
         acc_before: float | None = None, desc: str = "schedule", **fit_kw) -> list[dict]:
-    """Prune `model` in place to each global sparsity in `sparsities` (non-decreasing),
-    fine-tuning `epochs` epochs after each prune.
+    """Prune `model` in place to each global sparsity of `sparsities` (non-decreasing),
+    fine-tuning `epochs` epochs after each (train.fine_tune, masks held).
 
-    rewind_to: a :func:`snapshot`; when given, the surviving weights are reset
-      to it after each prune (lottery ticket) before training.
-    on_step(model, row): called after each step (e.g. to measure and record).
-    acc_before: the model's accuracy before the first step, when already known
-      (saves one evaluation); otherwise evaluate(model).
-    Returns one row per step: sparsity (target), global_sparsity (measured),
-    acc_pruned (right after pruning), drop (acc_before - acc_pruned),
-    acc_finetuned, epochs, total_epochs (fine-tuning so far), rewound, seconds
-    (prune + evaluate + fine-tune), seconds_per_epoch and images_per_s (fine-tuning).
-    """
+    rewind_to: a :func:`snapshot` the survivors are reset to after each prune (lottery);
+    on_step(model, row): called after each step; acc_before: the accuracy before the
+    first step when known (else evaluate(model)). One row per step: sparsity (target),
+    global_sparsity, acc_pruned, drop (acc_before - acc_pruned), acc_finetuned, epochs,
+    total_epochs, rewound, seconds, seconds_per_epoch and images_per_s (fine-tuning)."""
     sparsities = [check_fraction("sparsity", s) for s in sparsities]
     if any(b < a for a, b in zip(sparsities, sparsities[1:])):
         raise ValueError(f"sparsities {sparsities} must be non-decreasing (masks only grow)")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs={epochs!r} must be a non-negative integer")
+    check_int("epochs", epochs, 0)
     rows, total = [], 0
     acc_before = evaluate(model) if acc_before is None else acc_before
     for i, s in enumerate(sparsities):
@@ -184,18 +151,17 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
             rewind(model, rewind_to)
         sec_epoch = ips = float("nan")
         if epochs > 0:
-            # the loader seeds epoch e with seed + e: counting on from the epochs so far gives
-            # every epoch of the schedule its own shuffle and crops
+            # seed + epochs so far: every epoch of the schedule its own shuffle and crops
             h = train.fine_tune(model, data, epochs=epochs, lr=lr, batch_size=batch_size,
-                          seed=seed + total, desc=f"{desc} {s:.3f}", **fit_kw)
+                                seed=seed + total, desc=f"{desc} {s:.3f}", **fit_kw)
             sec_epoch, ips = h.seconds_per_epoch(), h.images_per_s()
         total += epochs
         acc = evaluate(model)
         row = dict(step=i + 1, sparsity=s, global_sparsity=global_sparsity(model),
                    acc_before=acc_before, acc_pruned=acc_pruned, drop=acc_before - acc_pruned,
                    acc_finetuned=acc, epochs=epochs, total_epochs=total,
-                   rewound=rewind_to is not None,
-                   seconds=time.perf_counter() - t0, seconds_per_epoch=sec_epoch, images_per_s=ips)
+                   rewound=rewind_to is not None, seconds=time.perf_counter() - t0,
+                   seconds_per_epoch=sec_epoch, images_per_s=ips)
         rows.append(row)
         if on_step is not None:
             on_step(model, row)
@@ -204,9 +170,8 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
 
 
 def oneshot_runs(model: nn.Module, data, targets, **kw) -> list[dict]:
-    """One-shot: for each target, a fresh copy of `model` pruned straight to it
-    and fine-tuned (see :func:`run` for the keywords). Rows as :func:`run`'s;
-    the pruned copies are in row['model']."""
+    """One-shot: per target, a fresh copy of `model` pruned straight to it and fine-tuned
+    (keywords as :func:`run`'s). Rows as run's, the pruned copy in row['model']."""
     rows, desc = [], kw.pop("desc", "one-shot")
     for t in oneshot(targets):
         m = copy.deepcopy(model)

@@ -1,26 +1,13 @@
 """Sparse Structure Selection (Huang & Wang 2017) on the VGG's channels.
 
-The scaling factor of conv i's output channel j is the weight (gamma) of
-BatchNorm i: ``relu(gamma_j * xhat_j + beta_j)``. The loss adds
-``lam * sum |gamma|``. SSS is labkit.train.fit plus one after-step hook:
-fit's SGD step trains everything (the factors in a parameter group of
-their own: learning rate gate_lr, no momentum, no weight decay), then
-:class:`ProximalStep` applies the proximal step of that L1 term to the
-factors, soft-thresholding ``gamma <- sign(gamma) * max(|gamma| - lr * lam, 0)``
-with the step's factor learning rate (as the paper's APG does); fit's
-KeepMasks hook then re-applies any weight masks. There is no second
-training loop: schedule, progress bar and the non-finite-loss check are
-fit's. Soft-thresholding makes factors exactly zero, not merely small. (An
-explicit gate multiplying the whole BN output would do nothing here: the
-next BatchNorm undoes any common scale of a layer's gates, so L1 would
-shrink them all together. Against beta, gamma's scale matters.)
-
-A channel whose factor is zero outputs the constant relu(beta_j). Channels
-whose |factor| is <= ``threshold`` are removed with ``channels.shrink_vgg``;
-the small model equals ``channels.mask_channels`` of the trained model
-(which also zeroes beta_j, dropping that constant), and is then fine-tuned.
-BatchNorm statistics are re-estimated after sparse training
-(:func:`recalibrate_bn`), since the factors changed what each layer sees.
+Channel j of conv i is scaled by BatchNorm i's weight gamma_j: relu(gamma_j xhat_j + beta_j).
+SSS is train.fit plus one after-step hook (:class:`ProximalStep`): the proximal step of
+lam * sum |gamma|, soft-thresholding the factors (own parameter group: lr gate_lr, no momentum
+or weight decay) by lam times their learning rate, which makes them exactly zero. (A gate on
+the whole BN output would do nothing: the next BatchNorm undoes a layer's common scale.)
+A zero-factor channel outputs the constant relu(beta_j); channels with |factor| <= threshold
+are removed (channels.shrink_vgg, equal to channels.mask_channels of the trained model, which
+also zeroes beta_j); BatchNorm statistics are re-estimated after training (:func:`recalibrate_bn`).
 """
 from __future__ import annotations
 
@@ -31,22 +18,22 @@ import torch
 from torch import nn
 
 from .. import train
+from ..config import check_int
 from ..data import Data
 from ..models import VGG
 from ..prune.channels import convs, expand_vgg, shrink_vgg
 
 
 def soft_threshold(x: torch.Tensor, t: float, nonneg: bool = False) -> torch.Tensor:
-    """Proximal operator of t * |x| (plus the constraint x >= 0 when nonneg):
-    sign(x) * max(|x| - t, 0), or max(x - t, 0). Same shape as x."""
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
-        raise ValueError(f"threshold t={t!r} must be a non-negative number")
+    """Proximal operator of t * |x|: sign(x) * max(|x| - t, 0) (nonneg: max(x - t, 0))."""
+    t = _check_positive("threshold t", t, allow_zero=True)
     if nonneg:
         return (x - t).clamp_min(0)
     return torch.sign(x) * (x.abs() - t).clamp_min(0)
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> float:
+    """`value` as a float, > 0 (>= 0 with allow_zero); ValueError naming it otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             value >= 0 if allow_zero else value > 0):
         raise ValueError(f"{name}={value!r} must be a "
@@ -63,11 +50,9 @@ SCHEDULE = dict(warmup=0.0, schedule="cosine")   # SSS's learning-rate schedule 
 
 
 class ProximalStep:
-    """SSS's after-step hook for fit: the proximal step of lam * sum |gamma| on
-    every BatchNorm weight (channel factor) of a VGG, soft_threshold(gamma,
-    lam * lr_g), lr_g being the factors' learning rate at that step:
-    lr_at(step, total, lr, **SCHEDULE) * lr_scale, as fit computes it for
-    their parameter group. total: fit's number of steps."""
+    """SSS's after-step hook for fit: gamma <- soft_threshold(gamma, lam * lr_g) on every
+    BatchNorm weight of a VGG, lr_g = lr_at(step, total, lr, **SCHEDULE) * lr_scale (the
+    factors' learning rate, as fit computes it); total: fit's number of steps."""
 
     def __init__(self, model: VGG, *, lam: float, lr: float, lr_scale: float, total: int):
         self.gammas = [bn.weight for _, bn in convs(model)]
@@ -89,8 +74,7 @@ def _check_sparse_train(model, lam, epochs, lr, gate_lr) -> tuple[float, float, 
     lam = _check_positive("lam", lam, allow_zero=True)
     lr = _check_positive("lr", lr)
     gate_lr = lr if gate_lr is None else _check_positive("gate_lr", gate_lr)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} must be a positive integer")
+    check_int("epochs", epochs, 1)
     if not isinstance(model, VGG):
         raise TypeError(f"SSS here needs a labkit VGG, got {type(model).__name__}")
     return lam, lr, gate_lr
@@ -99,15 +83,9 @@ def _check_sparse_train(model, lam, epochs, lr, gate_lr) -> tuple[float, float, 
 def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, batch_size: int,
                  gate_lr: float | None = None, momentum: float = 0.9, weight_decay: float = 5e-4,
                  augment: bool = True, seed: int = 0, progress: bool = True) -> list[torch.Tensor]:
-    """SSS training, in place on `model`: loss = cross-entropy (no label
-    smoothing) + lam * sum |gamma| over the BatchNorm weights, as
-    train.fit with SCHEDULE (cosine decay, no warm-up), plain momentum and
-    weight decay on conv/linear weights; the factors in their own parameter
-    group (learning rate gate_lr, default lr; no momentum, no weight decay)
-    and the :class:`ProximalStep` hook after each step (soft-thresholding by
-    lam times their learning rate at that step). Masked layers stay
-    masked. Raises train.TrainingDiverged on a non-finite loss.
-    Returns the factors [(C_i,)]."""
+    """SSS training in place: cross-entropy + lam * sum |gamma|, as train.fit with SCHEDULE,
+    plain momentum, the factors in their own group (lr gate_lr, default lr) and the
+    :class:`ProximalStep` hook. Masks are kept. Returns the factors [(C_i,)]."""
     lam, lr, gate_lr = _check_sparse_train(model, lam, epochs, lr, gate_lr)
     total = epochs * len(data.loader("train", batch_size, drop_last=True))
     prox = ProximalStep(model, lam=lam, lr=lr, lr_scale=gate_lr / lr, total=total)
@@ -120,15 +98,12 @@ def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, 
 
 
 def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> float:
-    """The lam whose soft-thresholding, summed over the `steps` steps of
-    sparse_train's schedule (train.lr_at with SCHEDULE) at factor learning rate
-    `gate_lr`, would move a factor by `shrink` times the model's median
-    |factor| (before the data loss pushes back). A way to pick a sweep of lam
-    that means the same at any training length. steps >= 1."""
+    """The lam whose soft-thresholding over the `steps` steps of sparse_train's schedule at
+    factor learning rate `gate_lr` would move a factor by `shrink` x the median |factor|
+    (before the data loss pushes back): a lam that means the same at any training length."""
     shrink = _check_positive("shrink", shrink)
     gate_lr = _check_positive("gate_lr", gate_lr)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive integer")
+    check_int("steps", steps, 1)
     median = float(torch.cat([f.abs() for f in factors(model)]).median())
     decay = sum(train.lr_at(t, steps, 1.0, **SCHEDULE) for t in range(steps))
     return shrink * median / (gate_lr * decay)
@@ -137,9 +112,8 @@ def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, data: Data, batches: int = 20,
                    batch_size: int = 256) -> nn.Module:
-    """Re-estimate every BatchNorm's running mean and variance as the plain
-    average over `batches` training batches (no augmentation, no weight
-    change). Returns the model, in eval mode."""
+    """Every BatchNorm's running statistics re-estimated as the plain average over `batches`
+    training batches (no augmentation, weights unchanged). Returns the model, in eval mode."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
@@ -156,11 +130,10 @@ def recalibrate_bn(model: nn.Module, data: Data, batches: int = 20,
 
 
 def plan(factors: list, threshold: float = 0.0, min_channels: int = 1) -> dict[int, torch.Tensor]:
-    """{conv index: kept channels}: those whose factor is > threshold (at least
-    `min_channels` per conv: the largest factors). factors: [(C_i,)], e.g. |gamma|."""
+    """{conv index: kept channels}: factor > threshold, at least `min_channels` per conv
+    (the largest). factors: [(C_i,)], e.g. |gamma|."""
     threshold = _check_positive("threshold", threshold, allow_zero=True)
-    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
-        raise ValueError(f"min_channels={min_channels!r} must be a positive integer")
+    check_int("min_channels", min_channels, 1)
     keep = {}
     for i, g in enumerate(factors):
         g = g.detach().flatten().cpu()
@@ -173,10 +146,8 @@ def plan(factors: list, threshold: float = 0.0, min_channels: int = 1) -> dict[i
 
 @dataclass
 class SSSResult:
-    """One SSS point. model: the physically smaller VGG (before fine-tuning);
-    trained: the sparse-trained VGG of the original shape (unmasked);
-    keep: {conv index: kept channels}; factors: the BN weights [(C_i,)];
-    lam, threshold: the settings."""
+    """One SSS point: model (the smaller VGG, not fine-tuned), trained (the sparse-trained VGG
+    of the original shape), keep ({conv: kept channels}), factors [(C_i,)], lam, threshold."""
 
     model: VGG
     trained: VGG
@@ -200,9 +171,8 @@ class SSSResult:
 
 def sss_prune(model: VGG, data: Data, *, lam: float, threshold: float = 0.0, min_channels: int = 1,
               recalibrate: int = 10, **train_kw) -> SSSResult:
-    """Sparse-train a copy of `model` (sparse_train with `lam`), re-estimate its
-    BatchNorm statistics (`recalibrate` batches; 0: keep), and remove the
-    channels whose |factor| is <= threshold. The input model is not changed."""
+    """Sparse-train a copy of `model` (sparse_train), re-estimate its BatchNorm statistics
+    (`recalibrate` batches; 0: keep), remove the channels with |factor| <= threshold."""
     trained = copy.deepcopy(model)
     found = sparse_train(trained, data, lam=lam, **train_kw)
     if recalibrate:
