@@ -1,5 +1,4 @@
 """Figures of the labs; each returns a matplotlib Figure, :func:`save` writes it as a PNG.
-
 An axis that shows a sparsity names which one: `sparsity` = zeros among the weights a model still
 has (masked); `removed` = the dense model's weights physically removed; relative sparsity = the
 dense model's weights gone either way (zeroed or removed)."""
@@ -63,9 +62,8 @@ def accuracy_curves(curves: dict, xlabel: str, title: str = "", baseline: float 
 
 def bars(groups: dict, labels: list | None, ylabel: str, title: str = "", log: bool = False,
          line: dict | None = None):
-    """Grouped bars, groups {series: [value per label]}; labels=None: groups {series: {layer:
-    value}}, the layers (last name part) the first series'; line {label: values}: a line on a
-    right-hand axis (e.g. latency beside sizes)."""
+    """Grouped bars {series: [value per label]} (labels=None: {series: {layer: value}}, layers of
+    the first series); line {label: values}: a line on a right-hand axis (latency beside size)."""
     if labels is None:
         keys = list(next(iter(groups.values())))
         groups = {s: [v.get(k, 0) for k in keys] for s, v in groups.items()}
@@ -100,8 +98,7 @@ def training_curve(history, title: str = "training"):
 
 
 def save(fig, cfg, name: str):
-    """Write `fig` as reports/<profile>/figures/<lab>_<name>.png atomically (in a report run:
-    in the run's staging folder, see results.folder_for); returns the path."""
+    """Write `fig` atomically as <reports>/<profile>/figures/<lab>_<name>.png; return the path."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     path = results.folder_for(cfg.profile) / "figures" / f"{cfg.lab}_{name}.png"
@@ -110,9 +107,8 @@ def save(fig, cfg, name: str):
 
 def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: str = "",
            baseline: float | None = None, logx: bool = False, ax=None):
-    """Accuracy (%) vs a cost, series {method: (xs, accuracies in [0, 1])}, and the Pareto
-    frontier of all points (a step line, circled); lower_is_better: a small x wins (size,
-    latency), else a large one (sparsity). Draws on `ax` when given."""
+    """Accuracy (%) vs a cost, series {method: (xs, accuracies in [0, 1])}, with the Pareto frontier
+    of all points; lower_is_better: small x wins (size), else large (sparsity); on `ax` if given."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
     pts = [(x, 100 * y) for xs, ys in series.values() for x, y in zip(xs, ys)]
     for label, (xs, ys) in series.items():
@@ -128,8 +124,7 @@ def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: st
 
 
 def pareto_panels(rows: list, axes_spec: list, title: str = ""):
-    """A :func:`pareto` panel per (field, axis label, lower_is_better, scale) of axes_spec:
-    accuracy vs scale * row[field] of results rows, a series per 'method' (first-seen order)."""
+    """A :func:`pareto` panel of results rows per (field, label, lower_is_better, scale)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fig, axes = plt.subplots(1, len(axes_spec), figsize=(16, 4.6), squeeze=False)
     for ax, (key, label, lower, scale) in zip(axes[0], axes_spec):
@@ -142,8 +137,7 @@ def pareto_panels(rows: list, axes_spec: list, title: str = ""):
 
 
 def layer_sparsity(tables: dict, title: str = "per-layer sparsity chosen by global pruning"):
-    """Left: each layer's `sparsity` (% zeros) per series; right: its weights (log).
-    tables: {series: metrics.layer_table(model)}; the layers are the first series'."""
+    """Each layer's `sparsity` (% zeros) per {series: metrics.layer_table}, beside its size."""
     first = next(iter(tables.values()))
     names, ys, h = [r["layer"] for r in first], list(range(len(first))), 0.8 / max(1, len(tables))
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.6, 0.26 * len(names) + 1.6), sharey=True,
@@ -165,8 +159,8 @@ def layer_sparsity(tables: dict, title: str = "per-layer sparsity chosen by glob
 def sensitivity_curves(curves: dict, xs: list, baseline: float | None = None,
                        plan: dict | None = None, xlabel: str = "sparsity of the layer (%)",
                        cols: int = 3, title: str = "sensitivity scan"):
-    """A panel per layer: accuracy (%) after pruning only it to each x of xs (fractions, in %);
-    curves {layer: [accuracy per x]}; plan {layer: x}: a red line; baseline: dashed."""
+    """A panel per layer of curves {layer: [accuracy after pruning only it to x, per x of xs]};
+    plan {layer: x}: a red line; baseline: dashed."""
     fig, axes = _grid(len(curves), cols, 3.4, 2.5, sharey=True)
     for ax, (name, accs) in zip(axes, curves.items()):
         ax.plot([100 * x for x in xs], [100 * a for a in accs], "o-", ms=3)
@@ -193,21 +187,6 @@ def sss_factors(runs: dict):
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def schedule_table(rows: list, title: str, data, profile: str, dense_acc: float) -> str:
-    """Lab 03's Markdown table of [(schedule, results row)]: `sparsity` (zeros among all
-    Conv/Linear weights), accuracy (%) right after pruning, drop, after fine-tuning, official."""
-    table = [dict(schedule=name, sparsity=100 * r["sparsity"], after_pruning=100 * r["acc_pruned"],
-                  drop=100 * r["drop"], after_finetuning=100 * r["accuracy"],
-                  official=results.pct(r["accuracy_official"]), ft_epochs=r["total_epochs"])
-             for name, r in rows]
-    official = f"; official: {data.official_label}" if data.official is not None else ""
-    formats = dict(sparsity=".1f", after_pruning=".2f", drop=".2f", after_finetuning=".2f",
-                   official=".1f")
-    return (f"**{title}** — test accuracy (%) on {data.test_label}{official}; profile "
-            f"`{profile}`, dense {100 * dense_acc:.2f}%\n\n"
-            + results.table(table, list(table[0]), formats))
 
 
 def comparison(groups: dict, axes_spec: list, title: str = ""):
@@ -251,8 +230,7 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
 
 
 def csr_speedup(rows: list, title: str = "CSR vs dense kernels"):
-    """Speed-up of CSR over dense (dense / CSR time) against the `sparsity` (zeros) of every
-    Linear layer, a line per batch size; rows from labkit.sparse.csr_study."""
+    """CSR over dense speed-up vs the `sparsity` of every Linear layer (sparse.csr_study rows)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for b in sorted({r["batch"] for r in rows}):
         pts = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == b)
@@ -264,8 +242,7 @@ def csr_speedup(rows: list, title: str = "CSR vs dense kernels"):
 
 
 def speedup_gap(points: list, title: str = "measured vs theoretical speed-up"):
-    """Measured latency speed-up vs the MACs ratio (theory), points [{'label', 'theory',
-    'measured'}], with the line measured = theory."""
+    """Measured latency speed-up vs the MACs ratio, points [{'label', 'theory', 'measured'}]."""
     fig, ax = plt.subplots(figsize=(6.0, 4.6))
     for lab in sorted({p["label"] for p in points}):
         ps = [p for p in points if p["label"] == lab]

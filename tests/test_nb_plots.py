@@ -74,15 +74,6 @@ def test_sensitivity_curves_and_sss_factors():
     assert list(fig.axes[0].lines[0].get_ydata()) == [2.0, 1.0, 0.0]
 
 
-def test_schedule_table_reads_results_rows():
-    data = types.SimpleNamespace(test_label="test", official=None, official_label="")
-    row = dict(sparsity=0.5, acc_pruned=0.4, drop=0.5, accuracy=0.85, accuracy_official=None,
-               total_epochs=2)
-    text = lk.plots.schedule_table([("one-shot", row)], "T", data, "smoke", 0.9)
-    assert text.startswith("**T** — test accuracy (%) on test; profile `smoke`, dense 90.00%")
-    assert "| one-shot | 50.0 | 40.00 | 50.00 | 85.00 | - | 2 |" in text
-
-
 def test_lab05_figures():
     agg = [dict(method="m", accuracy_mean=0.9, accuracy_std=0.01, nonzeros_mean=10.0),
            dict(method="n", accuracy_mean=0.8, accuracy_std=None, nonzeros_mean=100.0)]
