@@ -361,9 +361,7 @@ def _check_finite(losses: torch.Tensor, epoch: int) -> None:
 def fine_tune(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int,
               **kw) -> History:
     """fit() with a pruned model: masks are kept, warm-up skipped, cosine decay."""
-    kw.setdefault("warmup", 0.0)
-    kw.setdefault("schedule", "cosine")
-    kw.setdefault("desc", "fine-tune")
+    kw = {"warmup": 0.0, "schedule": "cosine", "desc": "fine-tune", **kw}
     history = fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, **kw)
     enforce(model)
     return history
