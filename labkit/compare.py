@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 from torch import nn
 
 from . import config, methods, recipes, results, train
-from .methods.registry import counted, counted_total
+from .methods.registry import check_target, counted, counted_total
 
 VERSION = 2   # bump when a method's code changes what it would measure (old rows stop matching)
 
@@ -27,16 +26,11 @@ def knobs_key(knobs: dict) -> str:
 
 
 def check_points(points) -> list[float]:
-    """Compression factors: numbers >= 1 (1 = dense), sorted, unique."""
-    pts = list(points)
-    for p in pts:
-        if (isinstance(p, bool) or not isinstance(p, (int, float))
-                or not (p >= 1 and math.isfinite(p))):
-            raise ValueError(f"compression point {p!r} must be a finite number >= 1 "
-                             "(2 = half the weights)")
+    """Compression factors (methods.registry.check_target each), sorted, unique; not empty."""
+    pts = [check_target(p) for p in points]
     if not pts:
         raise ValueError("points is empty; give compression factors such as [2, 4, 8, 16, 32]")
-    return sorted(set(float(p) for p in pts))
+    return sorted(set(pts))
 
 
 def _options(knobs: dict) -> dict:
@@ -60,13 +54,10 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
     fine-tuning too, default True) and the timer's (latency_threads 1, latency_s 0.3).
     """
     points, knobs = check_points(points), dict(knobs or {})
-    unknown = [n for n in names if n not in methods.METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; allowed: {list(methods.METHODS)}")
     wrong = [n for n in names if n not in methods.applicable(dense)]
     if wrong:
-        raise ValueError(f"methods {wrong} do not apply to a {type(dense).__name__}; "
-                         f"allowed: {methods.applicable(dense)}")
+        raise ValueError(f"methods {wrong} are unknown or do not apply to a "
+                         f"{type(dense).__name__}; allowed: {methods.applicable(dense)}")
     ctx = methods.Context(data, budget, seed, knobs, tuple(points), progress)
     scfg = config.Config(cfg, seed=seed, data=data)
     fixed = dict(dense_key=dense_key, budget=budget.label(), knobs=knobs_key(knobs))

@@ -85,6 +85,11 @@ def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
                              f"for {len(sparsities)} sparsities")
 
 
+def _check_target(target) -> None:
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise ValueError(f"target={target!r} must be a fraction of the dense size in (0, 1]")
+
+
 def plan_size(model: nn.Module, plan: dict) -> float:
     """Fraction of the dense size (nonzero / all parameters) `model` keeps after pruning each
     layer of `plan` ({layer: sparsity}) by magnitude; other layers keep their zeros."""
@@ -129,8 +134,7 @@ def plan_for_size(model: nn.Module, curves: dict, sparsities: list, target: floa
     first, the last move cut to land on the target, within the scanned range (or
     `max_sparsity`). ValueError when the target is out of reach."""
     _check_curves(model, curves, sparsities)
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
-        raise ValueError(f"target={target!r} must be a fraction of the dense size in (0, 1]")
+    _check_target(target)
     layers = prunable(model)
     total = sum(p.numel() for p in model.parameters())
     sizes = {n: layers[n].weight.numel() for n in curves}
@@ -191,8 +195,7 @@ def scale_plan(model: nn.Module, plan: dict, target: float, tol: float = 1e-4) -
     """`plan` moved to `target` x the dense size keeping its shape: every layer removes the
     same further fraction u of its live weights (s' = s + (1 - s) u) or, to grow, keeps
     s' = s (1 + u), u < 0; u by bisection, the size within `tol` (plus rounding)."""
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
-        raise ValueError(f"target={target!r} must be a fraction of the dense size in (0, 1]")
+    _check_target(target)
 
     def moved(u: float) -> dict:
         return {n: (s + (1 - s) * u if u >= 0 else s * (1 + u)) for n, s in plan.items()}

@@ -371,13 +371,12 @@ def test_prune_to_names_the_allowed_methods_and_shares_work_between_targets(tiny
         lk.methods.prune_to("pruning by vibes", dense, 4, ctx)
     with pytest.raises(ValueError, match="does not apply to a VGG"):
         lk.methods.prune_to("units (physical)", dense, 4, ctx)
-    with pytest.raises(ValueError, match="target=0.5"):
+    with pytest.raises(ValueError, match="target=0.5 must be a finite number >= 1"):
         lk.methods.prune_to("magnitude, per tensor", dense, 0.5, ctx)
     with pytest.raises(lk.methods.Unreachable, match="2x"):
         lk.methods.prune_to("hybrid greedy + magnitude", dense, 2, ctx)
     lk.methods.prune_to("greedy filter (physical)", dense, 4, ctx)
-    path = ctx.memo["greedy"]
     lk.methods.prune_to("greedy filter (physical)", dense, 2, ctx)
-    assert ctx.memo["greedy"] is path                     # one greedy search for every target
+    assert len(ctx.memo) == 1                             # one greedy search for every target
     assert sorted(lk.methods.applicable(lk.models.build("mlp", width=0.05))) == sorted(
         n for n, (_, kinds) in lk.methods.METHODS.items() if lk.models.MLP in kinds)

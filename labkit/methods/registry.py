@@ -69,7 +69,7 @@ class Context:
         self.tune_data = self.data.subset(n if n and n < len(self.data.train) else None,
                                           seed=self.seed)
 
-    def once(self, key: str, dense: nn.Module, make: Callable):
+    def once(self, key, dense: nn.Module, make: Callable):
         """make(), computed once per key and dense model, then kept in `memo`."""
         got = self.memo.get(key)
         if got is None or got[0] is not dense:
@@ -110,6 +110,14 @@ def solve_knob(count: Callable[[float], int], target: int, lo: float = 0.0, hi: 
         else:
             lo = mid
     return hi
+
+
+def check_target(c) -> float:
+    """A compression factor as a float: a finite number >= 1 (2 = half the weights)."""
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not 1 <= c < inf:
+        raise ValueError(f"compression target={c!r} must be a finite number >= 1 "
+                         "(2 = half the weights)")
+    return float(c)
 
 
 def _val_evaluator(ctx: Context, n: int):
@@ -208,17 +216,14 @@ def vgg_channels(dense, c, ctx):
 
 
 def _greedy_path(dense, c, ctx) -> dict:
-    """{round(1/target, 6): GreedyResult}: the greedy path through every target of the run
-    (and ``hybrid_greedy``), searched once (again only when a target is missing)."""
-    needed = {c, *ctx.targets, ctx.knobs.get("hybrid_greedy", 2.0)}
-    got = ctx.memo.get("greedy")
-    if got is None or got[0] is not dense or not {round(x, 6) for x in needed} <= set(got[1]):
-        res = greedy.greedy_prune(
-            dense, _val_evaluator(ctx, ctx.knobs["greedy_val_images"]),
-            [1 / x for x in sorted(needed)], by="params", step=ctx.knobs.get("greedy_step", 0.2),
-            progress=ctx.progress)
-        got = ctx.memo["greedy"] = (dense, {round(1 / r.target, 6): r for r in res})
-    return got[1]
+    """{round(1/target, 6): GreedyResult}: one greedy search through every target of the
+    run (and ``hybrid_greedy``)."""
+    needed = sorted({c, *ctx.targets, ctx.knobs.get("hybrid_greedy", 2.0)})
+    key = ("greedy", *(round(x, 6) for x in needed))
+    res = ctx.once(key, dense, lambda: greedy.greedy_prune(
+        dense, _val_evaluator(ctx, ctx.knobs["greedy_val_images"]), [1 / x for x in needed],
+        by="params", step=ctx.knobs.get("greedy_step", 0.2), progress=ctx.progress))
+    return {round(1 / r.target, 6): r for r in res}
 
 
 def vgg_greedy(dense, c, ctx):
@@ -324,8 +329,6 @@ def prune_to(name: str, model: nn.Module, target: float, ctx: Context) -> tuple[
     if not isinstance(model, kinds):
         raise ValueError(f"method {name!r} does not apply to a {type(model).__name__}; "
                          f"for it: {applicable(model)}")
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 1 <= target < inf:
-        raise ValueError(f"target={target!r} must be a compression factor >= 1 "
-                         "(2 = half the weights)")
+    check_target(target)
     pruned, info = fn(model, float(target), ctx)
     return pruned, {"compression": float(target), "structured": False, **info}
