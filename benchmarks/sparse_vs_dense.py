@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     torch.manual_seed(0)
     model = lk.models.build("mlp")
-    rows = lk.sparse.csr_study(model, (1, 28, 28), SPARSITIES, batches=(1, 256),
+    rows = lk.metrics.csr_study(model, (1, 28, 28), SPARSITIES, batches=(1, 256),
                                threads=args.threads, min_run_time=args.seconds)
     print(f"MLP 784-1000-1000-500-200-10, random weights, per-tensor magnitude pruning, CPU, "
           f"{args.threads} thread(s), torch {torch.__version__}")
@@ -41,7 +41,7 @@ def main(argv=None) -> None:
         print(f"{r['sparsity']:>9.2f} {r['batch']:>6} {r['dense_ms']:>10.3f} {r['csr_ms']:>10.3f} "
               f"{r['speedup']:>10.2f}")
     for b in (1, 256):
-        s = lk.sparse.crossover(rows, b)
+        s = lk.metrics.crossover(rows, b)
         print(f"batch {b}: CSR " + (f"wins from sparsity {s:.2f} on" if s is not None else "never wins here"))
 
 
