@@ -112,7 +112,6 @@ def _drop(sparsities: list, accs: list, baseline: float):
     scanned points, never negative; top: its largest scanned sparsity."""
     xs = [0.0] + [float(s) for s in sparsities if s > 0]
     ys = [0.0] + [max(0.0, baseline - a) for s, a in zip(sparsities, accs) if s > 0]
-
     def f(s: float) -> float:
         for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
             if s <= x1:
@@ -196,10 +195,8 @@ def scale_plan(model: nn.Module, plan: dict, target: float, tol: float = 1e-4) -
     same further fraction u of its live weights (s' = s + (1 - s) u) or, to grow, keeps
     s' = s (1 + u), u < 0; u by bisection, the size within `tol` (plus rounding)."""
     _check_target(target)
-
     def moved(u: float) -> dict:
         return {n: (s + (1 - s) * u if u >= 0 else s * (1 + u)) for n, s in plan.items()}
-
     lo, hi = -1.0, 1.0 - 1e-6
     if plan_size(model, moved(hi)) > target + tol:
         raise ValueError(f"target={target} is out of reach for this plan (its layers cannot go "

@@ -164,7 +164,6 @@ def sensitivity_planned(dense, c, ctx):
     images), then sensitivity.plan_for_size picks the sparsities reaching 1/c of the dense
     size with the least predicted drop."""
     xs = list(ctx.knobs.get("scan_sparsities", (0.5, 0.75, 0.9, 0.95, 0.98, 0.99)))
-
     def scan():
         evaluate = _val_evaluator(ctx, min(ctx.knobs.get("scan_images", 500), len(ctx.data.val)))
         curves = sensitivity.scan(copy.deepcopy(dense), magnitude.prune_layer, xs, evaluate,
@@ -205,7 +204,6 @@ def vgg_channels(dense, c, ctx):
     The same fraction per conv (lab 02's criterion), searched so the model has <= dense / c
     weights."""
     rank = [channels.l2_ranking(dense, i, by="next") for i in range(len(dense.channels))]
-
     def keep(f):
         return {i: rank[i][:max(1, int(round((1 - f) * n)))].sort().values
                 for i, n in enumerate(dense.channels)}
@@ -277,7 +275,6 @@ def vgg_sss(dense, c, ctx):
     are kept (their count searched) so the model has <= dense / c weights."""
     t = ctx.once("sss", dense, lambda: _sss_trained(dense, ctx))
     rec = ctx.knobs.get("sss_recalibrate", 20)
-
     def small_at(n):   # drop the n smallest |factors| (each conv keeps at least its largest)
         dropped = {(i, j) for _, i, j in t["order"][:n]}
         keep = {i: torch.tensor([j for j in range(len(g)) if (i, j) not in dropped]
