@@ -13,7 +13,7 @@ from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 from .config import check_fraction
 from .config import progress as _progress
 from .prune.magnitude import n_zeros
-from .prune.masks import prunable
+from .prune.masks import layer, prunable
 
 
 def sweep(model: nn.Module, prune: Callable[[nn.Module, float], object], sparsities: list,
@@ -54,7 +54,7 @@ def scan(model: nn.Module, prune_layer: Callable[[nn.Module, str, float], object
 
 
 def safe_sparsity(sparsities: list, accuracies: list, baseline: float,
-               max_drop: float = 0.01) -> float:
+                  max_drop: float = 0.01) -> float:
     """The largest sparsity before accuracy first falls more than `max_drop` (0.01 = 1 point)
     below `baseline`, scanning upwards (NaN when the first already does)."""
     best = float("nan")
@@ -69,7 +69,6 @@ def safe_sparsity(sparsities: list, accuracies: list, baseline: float,
 
 def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
     """Curves name prunable layers of `model` and hold one accuracy per sparsity."""
-    layers = prunable(model)
     if not isinstance(curves, dict) or not curves:
         raise ValueError("curves must be a non-empty dict {layer name: [accuracy per sparsity]}")
     for s in sparsities:
@@ -77,9 +76,7 @@ def _check_curves(model: nn.Module, curves: dict, sparsities: list) -> None:
     if list(sparsities) != sorted(sparsities):
         raise ValueError(f"sparsities must be increasing, got {list(sparsities)}")
     for name, accs in curves.items():
-        if name not in layers:
-            raise ValueError(f"unknown layer {name!r} in the curves; "
-                             f"prunable layers are {list(layers)}")
+        layer(model, name)   # ValueError naming an unknown layer and the prunable ones
         if len(accs) != len(sparsities):
             raise ValueError(f"curve of {name!r} has {len(accs)} points "
                              f"for {len(sparsities)} sparsities")
@@ -93,14 +90,10 @@ def _check_target(target) -> None:
 def plan_size(model: nn.Module, plan: dict) -> float:
     """Fraction of the dense size (nonzero / all parameters) `model` keeps after pruning each
     layer of `plan` ({layer: sparsity}) by magnitude; other layers keep their zeros."""
-    layers = prunable(model)
     total = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     for name, s in plan.items():
-        if name not in layers:
-            raise ValueError(f"unknown layer {name!r} in the plan; "
-                             f"prunable layers are {list(layers)}")
-        w = layers[name].weight
+        w = layer(model, name).weight
         s = check_fraction(f"sparsity for layer {name!r}", s)
         alive = int(torch.count_nonzero(w))
         nonzero += min(alive, w.numel() - n_zeros(s, w.numel())) - alive
