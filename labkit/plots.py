@@ -35,29 +35,27 @@ def _finish(fig, ax, xlabel: str, ylabel: str, title: str = "", logx: bool = Fal
     return fig
 
 
-def weight_histograms(model, bins: int = 60, nonzero_only: bool = False, cols: int = 4):
-    """One histogram per Conv/Linear weight tensor (zeros left out when nonzero_only)."""
+def weight_histograms(model, bins: int = 60, cols: int = 4):
+    """One histogram per Conv/Linear weight tensor, `cols` panels a row."""
     layers = prunable(model)
     fig, axes = _grid(len(layers), cols, 3.2, 2.4)
     for ax, (name, m) in zip(axes, layers.items()):
-        w = m.weight.detach().flatten().float().cpu()
-        ax.hist((w[w != 0] if nonzero_only else w).numpy(), bins=bins, color="tab:blue", alpha=0.8)
+        ax.hist(m.weight.detach().flatten().float().cpu().numpy(), bins=bins, alpha=0.8)
         ax.set_title(f"{name} ({m.weight.numel():,})", fontsize=9)
         ax.tick_params(labelsize=7)
-    fig.suptitle("weight distribution per layer" + (" (nonzero weights)" if nonzero_only else ""))
+    fig.suptitle("weight distribution per layer")
     fig.tight_layout()
     return fig
 
 
-def accuracy_curves(curves: dict, xlabel: str, title: str = "", baseline: float | None = None,
-                    ylabel: str = "test accuracy (%)", logx: bool = False):
+def accuracy_curves(curves: dict, xlabel: str, title: str = "", baseline: float | None = None):
     """Curves {label: (xs, accuracies in [0, 1])} in %; xlabel names x (which sparsity)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, (xs, ys) in curves.items():
         ax.plot(xs, [100 * y for y in ys], marker="o", ms=4, label=label)
     if baseline is not None:
         ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="dense")
-    return _finish(fig, ax, xlabel, ylabel, title, logx)
+    return _finish(fig, ax, xlabel, "test accuracy (%)", title)
 
 
 def bars(groups: dict, labels: list | None, ylabel: str, title: str = "", log: bool = False,
@@ -105,8 +103,7 @@ def save(fig, cfg, name: str):
     return atomic_write_bytes(buf.getvalue(), path)
 
 
-def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: str = "",
-           baseline: float | None = None, logx: bool = False, ax=None):
+def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: str = "", ax=None):
     """Accuracy (%) vs a cost, series {method: (xs, accuracies in [0, 1])}, with the Pareto frontier
     of all points; lower_is_better: small x wins (size), else large (sparsity); on `ax` if given."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
@@ -117,10 +114,8 @@ def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: st
                                                   for x, y in pts])]) if pts else ((), ())
     ax.step(fx, fy, where="post", c="black", lw=1, alpha=0.7, label="Pareto frontier", zorder=2)
     ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="black", zorder=4)
-    if baseline is not None:
-        ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="dense")
     better = " (lower is better)" if lower_is_better else " (higher is better)"
-    return _finish(fig, ax, xlabel + better, "test accuracy (%)", title, logx, fontsize=8)
+    return _finish(fig, ax, xlabel + better, "test accuracy (%)", title, fontsize=8)
 
 
 def pareto_panels(rows: list, axes_spec: list, title: str = ""):
