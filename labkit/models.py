@@ -1,10 +1,7 @@
-"""The three networks of the labs, each with a width multiplier.
-
-MLP 784-1000-1000-500-200-10, no biases (fc1..fc5). VGG for CIFAR-10: conv-bn-relu blocks
-64,128,M,256,256,M,512,512,M,512,512,M (3x3, no conv bias), spatial mean, Linear(512, 10):
-9,228,362 params (backbone.conv0..conv7, classifier). ResNet-18, CIFAR variant (3x3 stem,
-no max-pool): 11,173,962 params.
-"""
+"""The labs' networks, each with a width multiplier: MLP 784-1000-1000-500-200-10 without
+biases (fc1..fc5); VGG for CIFAR-10 (backbone.conv0..conv7 3x3 conv-bn-relu without conv bias,
+VGG_PLAN, spatial mean, classifier Linear(512, 10): 9,228,362 params); ResNet-18, CIFAR variant
+(3x3 stem, no max-pool): 11,173,962 params."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -37,11 +34,9 @@ class MLP(nn.Sequential):
         hidden = tuple(scaled(h, width) for h in MLP_HIDDEN) if hidden is None else tuple(hidden)
         sizes = (in_features,) + hidden + (num_classes,)
         layers = [("flatten", nn.Flatten())]
-        for i in range(len(sizes) - 1):
-            layers.append((f"fc{i + 1}", nn.Linear(sizes[i], sizes[i + 1], bias=bias)))
-            if i < len(sizes) - 2:
-                layers.append((f"relu{i + 1}", nn.ReLU()))
-        super().__init__(OrderedDict(layers))
+        for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), 1):
+            layers += [(f"fc{i}", nn.Linear(n_in, n_out, bias=bias)), (f"relu{i}", nn.ReLU())]
+        super().__init__(OrderedDict(layers[:-1]))   # no relu after the last layer
         self.hidden, self.in_features, self.num_classes = hidden, in_features, num_classes
 
 
@@ -71,8 +66,7 @@ class VGG(nn.Module):
         self.channels = tuple(c for c in plan if c != "M")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.backbone(x)
-        return self.classifier(x.mean(dim=(2, 3)))
+        return self.classifier(self.backbone(x).mean(dim=(2, 3)))
 
 
 class BasicBlock(nn.Module):
@@ -119,23 +113,14 @@ def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-# Why some convolutions stay NCHW. oneDNN (PyTorch's CPU convolution backend) computes the
-# weight gradient of a 1x1 convolution with stride > 1 by first copying the strided input
-# pixels into a per-thread workspace. With a channels_last (NHWC) input and fewer input
-# channels than the kernel's channel block (8 for AVX2, 16 for AVX-512) that copy writes past
-# the workspace (oneDNN issue 6035, oneDNN 3.12 in torch 2.14/2.15): on AVX2-only CPUs
-# backward never returns or gives wrong weight gradients. The smoke ResNet-18's first shortcut
-# (4 -> 8 channels, stride 2) is such a layer. NCHW input and weight take a blocked layout that
-# is not affected, and these layers are tiny: labkit keeps exactly them NCHW.
+# Why some convolutions stay NCHW: oneDNN (PyTorch's CPU convolution backend) computes the
+# weight gradient of a 1x1 stride > 1 convolution by copying the strided input pixels into a
+# per-thread workspace; with a channels_last input and fewer input channels (a group) than the
+# kernel's channel block (8 AVX2, 16 AVX-512) that copy writes past it (oneDNN issue 6035,
+# oneDNN 3.12 in torch 2.14/2.15): on AVX2-only CPUs backward hangs or gives wrong gradients.
+# The smoke ResNet-18's first shortcut (4 -> 8, stride 2) is one. NCHW is not affected and
+# these layers are tiny: labkit keeps exactly them NCHW.
 ONEDNN_SAFE_CHANNELS = 16   # the largest channel block of oneDNN's x86 1x1 kernels
-
-
-def needs_nchw(module: nn.Module) -> bool:
-    """A Conv2d that oneDNN's channels_last backward mishandles: 1x1 kernel, stride > 1,
-    fewer than ONEDNN_SAFE_CHANNELS input channels a group."""
-    return (isinstance(module, nn.Conv2d) and all(k == 1 for k in module.kernel_size)
-            and any(s > 1 for s in module.stride)
-            and module.in_channels // module.groups < ONEDNN_SAFE_CHANNELS)
 
 
 def _nchw(t: torch.Tensor) -> torch.Tensor:
@@ -146,17 +131,19 @@ def _nchw(t: torch.Tensor) -> torch.Tensor:
 
 
 def _nchw_input(module: nn.Conv2d, args: tuple) -> tuple:
-    """Forward pre-hook of a needs_nchw conv: NCHW input (B, C, H, W) and weight."""
+    """Forward pre-hook of an affected conv: NCHW input (B, C, H, W) and weight."""
     module.weight.data = _nchw(module.weight.data)   # undoes a later model.to(channels_last)
     return tuple(_nchw(a) if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """`model` (in place) channels_last, except needs_nchw convolutions, which keep NCHW
-    weights and get NCHW inputs (see the note above)."""
+    """`model` (in place) channels_last, except 1x1 stride > 1 convolutions with fewer than
+    ONEDNN_SAFE_CHANNELS input channels a group: NCHW weights and inputs (see the note above)."""
     model = model.to(memory_format=torch.channels_last)
     for m in model.modules():
-        if needs_nchw(m):
+        if (isinstance(m, nn.Conv2d) and all(k == 1 for k in m.kernel_size)
+                and any(s > 1 for s in m.stride)
+                and m.in_channels // m.groups < ONEDNN_SAFE_CHANNELS):
             m.weight.data = _nchw(m.weight.data)
             if _nchw_input not in m._forward_pre_hooks.values():
                 m.register_forward_pre_hook(_nchw_input)
