@@ -1,11 +1,5 @@
-"""Training: fit, evaluate, fine-tune, and a cache of trained dense models.
-
-SGD (fused on CPU and CUDA) with Nesterov momentum, weight decay and a per-step schedule
-(warm-up, then linear or cosine decay); conv models channels_last; bf16 autocast where
-config.autocast_dtype says so; after-step hooks (masks re-applied, a proximal step, EMA);
-a non-finite loss stops training naming epoch and step. ``dense`` caches trained models
-under a hash of everything that determines them (a corrupt entry is retrained).
-"""
+"""Training: fit (fused SGD, channels_last, bf16 autocast where config says so, after-step
+hooks), evaluate, fine-tune, and ``dense``: trained dense models cached under a hash."""
 from __future__ import annotations
 
 import contextlib
@@ -30,36 +24,17 @@ from .prune.masks import enforce, prunable
 
 CACHE_VERSION = 4      # bump when training code changes what a cached model would be
 NAN_CHECK_EVERY = 50   # steps between (syncing) non-finite loss checks
+GROUP_KEYS = ("lr_scale", "momentum", "weight_decay")   # what a param_groups entry may set
+SPEED_ONLY = ("compile",)   # fit settings that change speed, not the trained model
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class KeepMasks:
-    """fit's after-step hook: weight *= weight_mask on every masked prunable layer
-    (pruned weights stay exactly zero). False when the model has no masked layer."""
-
-    def __init__(self, model: nn.Module):
-        masked = [(m.weight, m.weight_mask) for m in prunable(model).values()
-                  if hasattr(m, "weight_mask")]
-        self.weights, self.masks = [w for w, _ in masked], [mk.to(w.dtype) for w, mk in masked]
-
-    def __bool__(self) -> bool:
-        return bool(self.weights)
-
-    @torch.no_grad()
-    def __call__(self, model: nn.Module = None, step: int = None) -> None:
-        if self.weights:
-            torch._foreach_mul_(self.weights, self.masks)
-
-
 class EMA:
-    """Exponential moving average of a model's parameters, as an after-step hook:
-    update t = 1, 2, ... does avg <- d * avg + (1 - d) * p, d = min(decay, (1 + t) / (10 + t)),
-    from the parameters at construction. Buffers (BN statistics, masks) are not averaged
-    (the last iterate's go with it); a weight zero at the start and after every step stays
-    zero. avg: one tensor per parameter, of its shape, dtype and layout."""
+    """After-step hook averaging the parameters (avg: one tensor like each p): update t = 1, 2,
+    ... does avg <- d * avg + (1 - d) * p, d = min(decay, (1 + t) / (10 + t)); not the buffers."""
 
     def __init__(self, model: nn.Module, decay: float):
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
@@ -75,44 +50,23 @@ class EMA:
         torch._foreach_add_(self.avg, self.params, alpha=1 - d)
 
     @torch.no_grad()
-    def copy_to(self) -> None:
-        """Load the averaged parameters into the model."""
-        torch._foreach_copy_(self.params, self.avg)
-
-    @contextlib.contextmanager
-    def applied(self):
-        """The averaged parameters in the model for a with block; the live ones after it."""
+    def swap(self) -> None:
+        """Exchange the averaged and the live parameters (a second swap undoes the first)."""
         live = [p.detach().clone() for p in self.params]
-        self.copy_to()
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(self.params, live)
-
-
-def _hooks(model: nn.Module, after_step, ema) -> tuple[list, KeepMasks, EMA | None]:
-    """(hooks in order: `after_step`, KeepMasks, EMA (of the masked weights); KeepMasks; EMA)."""
-    after_step = [after_step] if callable(after_step) else list(after_step or ())
-    bad = [h for h in after_step if not callable(h)]
-    if bad:
-        raise ValueError(f"after_step={bad!r}: each must be a callable hook(model, step)")
-    keep, averaged = KeepMasks(model), None
-    if ema is not None:
-        keep()
-        averaged = EMA(model, ema)
-    return after_step + ([keep] if keep else []) + ([averaged] if averaged else []), keep, averaged
+        torch._foreach_copy_(self.params, self.avg)
+        self.avg = live
 
 
 @dataclass
 class History:
-    """Per-epoch records of one fit: dicts of epoch, train_loss, train_acc, val_acc, lr,
-    seconds, images_per_s. Medians leave out the first epoch (warm-up) when they can."""
+    """Per-epoch dicts of one fit: epoch, train_loss, train_acc, val_acc, lr, seconds,
+    images_per_s. Medians leave out the first epoch (warm-up) when they can."""
 
     epochs: list = field(default_factory=list)
 
     @property
     def best_val(self) -> float:
+        """The highest val_acc (nan without epochs)."""
         return max((e["val_acc"] for e in self.epochs), default=float("nan"))
 
     def _median(self, key: str) -> float:
@@ -139,21 +93,28 @@ def _autocast(device: torch.device):
 
 
 def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """Move `model` to `device`; conv models go channels_last when asked."""
+    """`model` on `device`; conv models channels_last when asked."""
     model = model.to(device)
-    if channels_last and has_conv(model):
-        model = to_channels_last(model)
-    return model
+    return to_channels_last(model) if channels_last and has_conv(model) else model
 
 
-def _predict(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """(B,) classes of x (B, C, H, W): argmax of the logits, or with `tta` of the mean
-    softmax (B, K) of x and its horizontal flip."""
-    with _autocast(x.device):
-        if not tta:
-            return model(x).argmax(1)
-        probs = (F.softmax(model(x).float(), 1) + F.softmax(model(x.flip(-1)).float(), 1)) / 2
-    return probs.argmax(1)
+@torch.no_grad()
+def predict(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
+            tta: bool = False) -> torch.Tensor:
+    """(N,) int64 classes `model` (eval mode) gives the N images of one split; `tta`: the
+    argmax of the mean softmax (B, K) of each image and its horizontal flip."""
+    conv = next((m.weight for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    nhwc = conv is not None and conv.is_contiguous(memory_format=torch.channels_last) \
+        and not conv.is_contiguous()
+    was_training, out = model.training, []
+    model.eval()
+    for x, _ in data.loader(split, batch_size, channels_last=nhwc):
+        with _autocast(x.device):
+            scores = model(x) if not tta else (
+                F.softmax(model(x).float(), 1) + F.softmax(model(x.flip(-1)).float(), 1)) / 2
+        out.append(scores.argmax(1))
+    model.train(was_training)
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -187,22 +148,6 @@ def official(model: nn.Module, data: Data) -> float | None:
     return evaluate(model, data, "official") if data.official is not None else None
 
 
-@torch.no_grad()
-def predict(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
-            tta: bool = False) -> torch.Tensor:
-    """(N,) int64 classes `model` (eval mode) gives the N images of one split; with
-    `tta` the argmax of the mean softmax of each image and its horizontal flip."""
-    conv = next((m.weight for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    nhwc = conv is not None and conv.is_contiguous(memory_format=torch.channels_last) \
-        and not conv.is_contiguous()
-    was_training = model.training
-    model.eval()
-    out = torch.cat([_predict(model, x, tta) for x, _ in
-                     data.loader(split, batch_size, channels_last=nhwc)])
-    model.train(was_training)
-    return out
-
-
 def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> float:
     """Learning rate at `step` of `total`: linear warm-up over the first `warmup`
     fraction, then 'linear' or 'cosine' decay to zero, or 'constant'."""
@@ -215,17 +160,16 @@ def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> flo
     return lr * (1 - t) if schedule == "linear" else lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
-GROUP_KEYS = ("lr_scale", "momentum", "weight_decay")   # what a param_groups entry may set
-
-
-def _param_groups(model: nn.Module, param_groups) -> list[dict]:
-    """Validated copies of sgd's `param_groups` (None: []), "params" as lists."""
-    if param_groups is None:
-        return []
-    if not isinstance(param_groups, (list, tuple)):
+def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+        nesterov: bool = True, param_groups=None) -> torch.optim.SGD:
+    """fit's optimiser: fused SGD, weight decay on weights (ndim > 1) only, Nesterov. param_groups:
+    None or dicts {"params": some of the model's parameters, optional "lr_scale" (> 0, default 1),
+    "momentum" (>= 0), "weight_decay" (>= 0; default `weight_decay` if all have ndim > 1, else
+    0)}; the other parameters form two default groups. A group's lr is lr * its lr_scale."""
+    if param_groups is not None and not isinstance(param_groups, (list, tuple)):
         raise ValueError(f"param_groups must be a list of dicts, got {type(param_groups).__name__}")
-    owned, groups, seen = {id(p) for p in model.parameters()}, [], set()
-    for i, group in enumerate(param_groups):
+    owned, special, taken = {id(p) for p in model.parameters()}, [], set()
+    for i, group in enumerate(param_groups or ()):
         if not isinstance(group, dict) or "params" not in group:
             raise ValueError(f"param_groups[{i}] (a {type(group).__name__}) must be a dict "
                              "with 'params'")
@@ -235,41 +179,27 @@ def _param_groups(model: nn.Module, param_groups) -> list[dict]:
                              + ", ".join(GROUP_KEYS))
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
-        ids = [id(p) for p in params]
-        if not params or len(set(ids)) < len(ids) or not set(ids) <= owned:
+        ids = {id(p) for p in params}
+        if not params or len(ids) < len(params) or not ids <= owned:
             raise ValueError(f"param_groups[{i}]['params'] must be distinct parameters of the "
-                             f"model (got {len(params)}, {len(set(ids) & owned)} distinct of it)")
+                             f"model (got {len(params)}, {len(ids & owned)} distinct of it)")
         for key in GROUP_KEYS:
             v = group.get(key, 1.0)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
                     v > 0 if key == "lr_scale" else v >= 0):
                 sign = "positive" if key == "lr_scale" else "non-negative"
                 raise ValueError(f"param_groups[{i}]['{key}']={v!r} must be a {sign} number")
-        if set(ids) & seen:
+        if ids & taken:
             raise ValueError(f"param_groups[{i}] repeats a parameter of an earlier group")
-        seen |= set(ids)
-        groups.append({**group, "params": params})
-    return groups
-
-
-def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
-        nesterov: bool = True, param_groups=None) -> torch.optim.SGD:
-    """fit's optimiser for `model` (on its device): fused SGD, weight decay on weights
-    (ndim > 1) only, Nesterov when asked. param_groups: None or a list of dicts
-    {"params": some of the model's parameters, optional "lr_scale" (> 0, default 1: lr
-    times it), "momentum" (>= 0, default `momentum`), "weight_decay" (>= 0, default
-    `weight_decay` if all have ndim > 1, else 0)}; the other parameters form the two
-    default groups. Every group gets "lr_scale" and lr = lr * lr_scale."""
-    special = _param_groups(model, param_groups)
-    taken = {id(p) for g in special for p in g["params"]}
+        taken |= ids
+        g = {**group, "params": params}
+        g.setdefault("weight_decay", weight_decay if all(p.ndim > 1 for p in params) else 0.0)
+        g.setdefault("momentum", momentum)
+        g["nesterov"] = nesterov and g["momentum"] > 0
+        special.append(g)
     rest = [p for p in model.parameters() if id(p) not in taken]
     groups = [{"params": [p for p in rest if p.ndim > 1], "weight_decay": weight_decay},
               {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0}]
-    for g in special:
-        weights = all(p.ndim > 1 for p in g["params"])
-        g.setdefault("weight_decay", weight_decay if weights else 0.0)
-        g.setdefault("momentum", momentum)
-        g["nesterov"] = nesterov and g["momentum"] > 0
     for g in groups + special:
         g.setdefault("lr_scale", 1.0)
         g["lr"] = lr * g["lr_scale"]
@@ -285,16 +215,15 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         augment: bool = False, seed: int = 0, progress: bool = True, compile: bool = False,
         channels_last: bool = True, desc: str = "train", after_step=None,
         ema: float | None = None, param_groups=None, validate: bool = True) -> History:
-    """Train `model` in place on data.train, validate on data.val each epoch (validate=False:
-    val_acc nan); masked layers stay masked. Epoch e is shuffled and augmented from seed + e.
-    after_step: hooks hook(model, step) run without grad after each optimiser step (0-based,
-    as lr_at got it), then the masks are re-applied. ema: a decay in (0, 1): val_acc is of
-    the average, left in the model at the end (with the last BN statistics). param_groups:
-    see sgd (lr: lr_at(...) * lr_scale). Raises TrainingDiverged on a non-finite loss."""
+    """Train `model` in place on data.train (epoch e shuffled and augmented from seed + e),
+    validating on data.val each epoch (validate=False: val_acc nan). after_step: hooks
+    hook(model, step) run without grad after each optimiser step (0-based, as lr_at got it);
+    then the masks are re-applied (pruned weights stay zero) and ema (a decay in (0, 1)) updates
+    the average: val_acc is of it, and it is left in the model (with the last BN statistics).
+    param_groups: see sgd (lr: lr_at(...) * lr_scale). Raises TrainingDiverged on a NaN loss."""
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs={epochs!r} must be a non-negative integer")
-    if schedule not in ("linear", "cosine", "constant"):
-        raise ValueError(f"schedule={schedule!r} is not one of ('linear', 'cosine', 'constant')")
+    config.check_choice("schedule", schedule, ("linear", "cosine", "constant"))
     if not lr > 0:
         raise ValueError(f"lr={lr!r} must be positive")
     device = data.train.x.device
@@ -303,7 +232,19 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     step_fn = torch.compile(model) if compile else model
     opt = sgd(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
               param_groups=param_groups)
-    hooks, keep_masks, averaged = _hooks(model, after_step, ema)
+    hooks = [after_step] if callable(after_step) else list(after_step or ())
+    bad = [h for h in hooks if not callable(h)]
+    if bad:
+        raise ValueError(f"after_step={bad!r}: each must be a callable hook(model, step)")
+    masked = [m for m in prunable(model).values() if hasattr(m, "weight_mask")]
+    weights, masks = [m.weight for m in masked], [m.weight_mask.to(m.weight.dtype) for m in masked]
+    if masked:   # re-applied after each step: pruned weights stay exactly zero
+        hooks.append(lambda m, step: torch._foreach_mul_(weights, masks))
+    averaged = None
+    if ema is not None:
+        enforce(model)
+        averaged = EMA(model, ema)
+        hooks.append(averaged)
     loader = data.loader("train", batch_size, shuffle=True, augment=augment, drop_last=True,
                          seed=seed, channels_last=channels_last and has_conv(model))
     total, step, history = epochs * len(loader), 0, History()
@@ -331,12 +272,20 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
             correct += (out.argmax(1) == y).sum()
             step += 1
             if (i + 1) % NAN_CHECK_EVERY == 0 or i + 1 == len(loader):
-                _check_finite(losses[:i + 1], epoch)
+                nonfinite = torch.nonzero(~torch.isfinite(losses[:i + 1]))   # a host sync
+                if len(nonfinite):
+                    k = int(nonfinite[0])
+                    raise TrainingDiverged(
+                        f"loss became {losses[k].item()} at epoch {epoch + 1}, step {k + 1}: "
+                        "lower the learning rate or check the data")
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds, n_img = time.perf_counter() - t0, len(loader) * batch_size
-        with averaged.applied() if averaged and validate else contextlib.nullcontext():
-            val_acc = evaluate(model, data, "val") if validate else float("nan")
+        if averaged and validate:
+            averaged.swap()   # validate the average
+        val_acc = evaluate(model, data, "val") if validate else float("nan")
+        if averaged and validate:
+            averaged.swap()
         record = dict(epoch=epoch + 1, train_loss=losses.mean().item(),
                       train_acc=correct.item() / max(1, n_img), val_acc=val_acc, lr=lr,
                       seconds=seconds, images_per_s=n_img / seconds if seconds > 0 else math.nan)
@@ -344,18 +293,9 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_acc']:.4f}",
                         ips=f"{record['images_per_s']:,.0f}")
     if averaged:
-        averaged.copy_to()
-        keep_masks()
+        averaged.swap()
+        enforce(model)
     return history
-
-
-def _check_finite(losses: torch.Tensor, epoch: int) -> None:
-    """Raise TrainingDiverged naming the first non-finite step in `losses` (a host sync)."""
-    bad = ~torch.isfinite(losses)
-    if bool(bad.any()):
-        step = int(torch.nonzero(bad)[0]) + 1
-        raise TrainingDiverged(f"loss became {losses[step - 1].item()} at epoch {epoch + 1}, "
-                               f"step {step}: lower the learning rate or check the data")
 
 
 def fine_tune(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int,
@@ -365,9 +305,6 @@ def fine_tune(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_siz
     history = fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, **kw)
     enforce(model)
     return history
-
-
-SPEED_ONLY = ("compile",)   # fit settings that change speed, not the trained model
 
 
 def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) -> str:
@@ -382,9 +319,8 @@ def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) ->
 
 def dense(model_name: str, data: Data, profile: str, *, seed: int = 0, progress: bool = True,
           use_cache: bool = True, **overrides) -> tuple[nn.Module, History]:
-    """A trained dense model for `profile` (recipes.dense with non-None `overrides`): from
-    the cache when the same model, recipe, data and seed were trained, else trained and
-    cached (atomically)."""
+    """A trained dense model for `profile` (recipes.dense with non-None `overrides`): from the
+    cache when the same model, recipe, data and seed were trained, else trained and cached."""
     hp = recipes.dense(model_name, profile, **overrides)
     width = hp.pop("width")
     print(f"dense {model_name} recipe ({profile}): width={width}, "
