@@ -131,7 +131,6 @@ def evaluator(data: Data, split: str = "val", batch_size: int = 250) -> Callable
     normalised batches are built once; for a part, pass data.subset(n, split, seed=None)."""
     batches = list(data.loader(split, batch_size))
     n = len(getattr(data, split))
-
     @torch.no_grad()
     def accuracy(model: nn.Module) -> float:
         was = model.training
