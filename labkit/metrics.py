@@ -1,12 +1,11 @@
 """What a pruned model costs: counts, sparsity, size (in theory and on disk), MACs, latency.
 
-Size fields (MiB = 2**20 bytes, 32-bit values, int32 indices): dense_mib (params of the
-ORIGINAL architecture x 4), nonzero_mib (nonzero params x 4, no indices: a lower bound),
-csr_mib (counted weights in CSR: values + column indices + row pointers), bitmask_mib
-(nonzero values + a 1-bit mask), gzip_mib (the gzipped state dict, masks excluded),
-physical_mib (params of THIS model x 4: smaller after structured pruning). In csr/bitmask
-the other tensors (biases, norms) are dense. MACs: torch.utils.flop_counter (FLOPs / 2);
-nonzero MACs scale each Conv/Linear layer's MACs by its weight's density.
+Sizes in MiB (2**20 bytes; 32-bit values, int32 indices): dense_mib (params of the ORIGINAL
+architecture), nonzero_mib (nonzeros, no indices: a lower bound), csr_mib (counted weights as
+values + column indices + row pointers), bitmask_mib (nonzeros + 1 bit an element), gzip_mib
+(gzipped state dict, no masks), physical_mib (params of THIS model); in csr/bitmask the other
+tensors are dense. MACs = FLOPs / 2 (torch.utils.flop_counter); nonzero_macs scale each
+Conv/Linear layer's MACs by its weight's density.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import sparse
-from .config import check_fraction
+from .config import check_fraction, check_int
 from .models import MLP, check_input, has_conv, to_channels_last
 from .prune.magnitude import prune_per_tensor
 from .prune.masks import count_weights, global_sparsity, prunable, weight_state
@@ -49,12 +48,9 @@ def count_nonzero(model: nn.Module) -> int:
 
 def layer_table(model: nn.Module) -> list[dict]:
     """One dict per Conv/Linear layer: layer, shape, params, zeros, sparsity."""
-    rows = []
-    for name, m in prunable(model).items():
-        n, z = m.weight.numel(), int((m.weight == 0).sum())
-        rows.append(dict(layer=name, shape=tuple(m.weight.shape), params=n, zeros=z,
-                         sparsity=z / n))
-    return rows
+    layers = [(name, m.weight, int((m.weight == 0).sum())) for name, m in prunable(model).items()]
+    return [dict(layer=name, shape=tuple(w.shape), params=w.numel(), zeros=z,
+                 sparsity=z / w.numel()) for name, w, z in layers]
 
 
 def gzip_bytes(model: nn.Module) -> int:
@@ -72,14 +68,10 @@ def size_table(model: nn.Module, reference: nn.Module | None = None) -> dict:
     nnz = [(int(torch.count_nonzero(m.weight)), m.weight) for m in prunable(model).values()]
     csr = sum(n * 8 + (w.shape[0] + 1) * 4 for n, w in nnz)
     bitmask = sum(n * 4 + math.ceil(w.numel() / 8) for n, w in nnz)
-    return dict(
-        dense_mib=count_params(reference if reference is not None else model) * 4 / MIB,
-        nonzero_mib=count_nonzero(model) * 4 / MIB,
-        csr_mib=(other + csr) / MIB,
-        bitmask_mib=(other + bitmask) / MIB,
-        gzip_mib=gzip_bytes(model) / MIB,
-        physical_mib=count_params(model) * 4 / MIB,
-    )
+    dense = count_params(reference if reference is not None else model)
+    return dict(dense_mib=dense * 4 / MIB, nonzero_mib=count_nonzero(model) * 4 / MIB,
+                csr_mib=(other + csr) / MIB, bitmask_mib=(other + bitmask) / MIB,
+                gzip_mib=gzip_bytes(model) / MIB, physical_mib=count_params(model) * 4 / MIB)
 
 
 def disk_mib(model: nn.Module, fmt: str = "best") -> float:
@@ -89,9 +81,8 @@ def disk_mib(model: nn.Module, fmt: str = "best") -> float:
 
 
 def disk_report(model: nn.Module) -> dict:
-    """MiB on disk in each sparse format ({fmt}_disk_mib for csr, bitmask, dense, best)
-    beside the theory of size_table (csr_mib, bitmask_mib, dense_mib; buffers and the
-    header are not in it) and buffers_mib (buffers without masks)."""
+    """{fmt}_disk_mib (sparse.save in csr, bitmask, dense, best) beside size_table's csr_mib,
+    bitmask_mib, dense_mib (no buffers, no header) and buffers_mib (buffers but masks)."""
     theory = size_table(model)
     out = {k: theory[k] for k in ("csr_mib", "bitmask_mib", "dense_mib")}
     for fmt in ("csr", "bitmask", "dense", "best"):
@@ -114,42 +105,34 @@ def macs(model: nn.Module, input_shape: tuple) -> dict:
         model(x)
     model.train(was_training)
     counts, total = counter.get_flop_counts(), counter.get_total_flops() / 2
-    skipped = 0.0
-    for name, m in prunable(model).items():
-        layer_macs = sum(counts.get(f"{type(model).__name__}.{name}", {}).values()) / 2
-        skipped += layer_macs * (1 - float(torch.count_nonzero(m.weight)) / m.weight.numel())
+    skipped = sum(sum(counts.get(f"{type(model).__name__}.{name}", {}).values()) / 2
+                  * (1 - float(torch.count_nonzero(m.weight)) / m.weight.numel())
+                  for name, m in prunable(model).items())
     return dict(macs=int(total), nonzero_macs=int(round(total - skipped)))
-
-
-def _prepared(model: nn.Module, input_shape: tuple, batch: int, device, channels_last: bool,
-              compile: bool) -> tuple:
-    """(m, x) ready to time: an eval copy of `model` on `device` (channels_last, compiled
-    when asked) and a random (batch, *input_shape) input, after a warm-up."""
-    dev = torch.device(device)
-    m = copy.deepcopy(model).to(dev).eval()
-    x = torch.randn((batch, *input_shape), device=dev)
-    if channels_last and has_conv(m) and x.ndim == 4:
-        m, x = to_channels_last(m), x.contiguous(memory_format=torch.channels_last)
-    if compile:
-        m = torch.compile(m)
-    # freezing: weights become constants, so BN folds into the conv and conv weights are prepacked;
-    # each compiled copy is one more cache entry of the same forward, hence the higher limit
-    with torch.inference_mode(), inductor_config.patch(freezing=True), \
-            dynamo_config.patch(recompile_limit=max(64, dynamo_config.recompile_limit)):
-        for _ in range(3):
-            m(x)
-    return m, x
 
 
 def _fastest(models: dict, input_shape: tuple, *, batch: int, device: str, threads: int | None,
              min_run_time: float, channels_last: bool, rounds: int, compile: bool) -> dict:
-    """{name: seconds}: each model's fastest median over `rounds` passes over all models."""
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds={rounds!r} must be a positive integer")
+    """{name: seconds}: each model's fastest median over `rounds` passes over all models
+    (warmed-up eval copies on `device`, a random (batch, *input_shape) input each)."""
+    check_int("rounds", rounds, 1)
     if compile:
         torch.compiler.reset()
-    ready = {name: _prepared(m, input_shape, batch, device, channels_last, compile)
-             for name, m in models.items()}
+    dev, ready = torch.device(device), {}
+    for name, model in models.items():
+        m = copy.deepcopy(model).to(dev).eval()
+        x = torch.randn((batch, *input_shape), device=dev)
+        if channels_last and has_conv(m) and x.ndim == 4:
+            m, x = to_channels_last(m), x.contiguous(memory_format=torch.channels_last)
+        if compile:
+            m = torch.compile(m)
+        # freezing: weights become constants (BN folds into the conv, conv weights prepacked);
+        # each compiled copy is one more cache entry of the same forward: a higher limit
+        with torch.inference_mode(), inductor_config.patch(freezing=True), \
+                dynamo_config.patch(recompile_limit=max(64, dynamo_config.recompile_limit)):
+            for _ in range(3):
+                m(x)
+        ready[name] = m, x
     best = {name: math.inf for name in models}
     for _ in range(rounds):
         for name, (m, x) in ready.items():
@@ -164,10 +147,9 @@ def _fastest(models: dict, input_shape: tuple, *, batch: int, device: str, threa
 def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
             threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True,
             rounds: int = 1, compile: bool = False) -> float:
-    """Median seconds of an inference forward of an eval copy of `model` on a random (batch,
-    *input_shape) input (torch.utils.benchmark, conv models channels_last unless told not).
-    rounds > 1: the fastest of that many medians (load only inflates one). compile: time
-    torch.compile (inductor, freezing) after torch.compiler.reset(); needs a C++ compiler."""
+    """Median seconds of an inference forward on a random (batch, *input_shape) input
+    (torch.utils.benchmark; conv models channels_last unless told not). rounds > 1: the fastest
+    of that many medians. compile: torch.compile (inductor, freezing); needs a C++ compiler."""
     return _fastest({0: model}, input_shape, batch=batch, device=device, threads=threads,
                     min_run_time=min_run_time, channels_last=channels_last, rounds=rounds,
                     compile=compile)[0]
@@ -177,17 +159,15 @@ def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = 
             timing: bool = True, batch: int = 1, threads: int | None = 1,
             min_run_time: float = 0.5, disk: bool = False, csr: bool = False,
             time_reference: bool = False) -> dict:
-    """THE measure of a model (what results.record stores): params, nonzeros, sparsity
-    (zeros among the counted weights), the size table, MACs; with a `reference` (the
-    dense original of a smaller model) also removed = 1 - counted weights / reference's.
-    disk: disk_best_mib (labkit.sparse.save, 'best'). timing: latency_cpu_ms (batch
-    `batch`, `threads` threads, None: torch's), latency_threads, and latency_cuda_ms on
-    CUDA; csr: for an MLP also latency_csr_ms (sparse.to_csr) and latency_best_ms (the
-    faster); time_reference: latency_dense_ms of `reference` timed right after."""
+    """THE measure of a model (what results.record stores): params, nonzeros, sparsity (zeros
+    among the counted weights), size_table, macs; `reference` (the dense original of a smaller
+    model): removed = 1 - counted weights / reference's. disk: disk_best_mib. timing:
+    latency_cpu_ms (`threads`; None: torch's), latency_threads, latency_cuda_ms on CUDA; csr:
+    latency_best_ms, for an MLP also latency_csr_ms (sparse.to_csr); time_reference:
+    latency_dense_ms of `reference`."""
     out = dict(params=count_params(model), nonzeros=count_nonzero(model),
-               sparsity=global_sparsity(model))
-    out.update(size_table(model, reference))
-    out.update(macs(model, input_shape))
+               sparsity=global_sparsity(model), **size_table(model, reference),
+               **macs(model, input_shape))
     if reference is not None:
         out["removed"] = 1 - count_weights(model)[1] / count_weights(reference)[1]
     if disk:
@@ -210,14 +190,12 @@ def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = 
 
 
 def pareto_front(points) -> list[int]:
-    """Indices of the non-dominated (cost, accuracy) pairs of `points` (lower cost,
-    higher accuracy better), sorted by cost (ties: accuracy descending, then index).
-    Exact duplicates of a frontier point are all kept; values must be finite numbers."""
+    """Indices of the non-dominated finite (cost, accuracy) pairs (lower cost, higher accuracy
+    better) by cost, then accuracy descending, then index; exact duplicates all kept."""
     pts = []
     for i, p in enumerate(points):
         try:
-            cost, acc = p
-            cost, acc = float(cost), float(acc)
+            cost, acc = map(float, p)
         except (TypeError, ValueError):
             raise TypeError(f"point {i} must be a (cost, accuracy) pair of numbers, "
                             f"got {p!r}") from None
@@ -227,12 +205,10 @@ def pareto_front(points) -> list[int]:
         pts.append((cost, acc))
     order = sorted(range(len(pts)), key=lambda i: (pts[i][0], -pts[i][1], i))
     front, best = [], -math.inf
-    for i in order:
-        if pts[i][1] > best:
+    for i in order:  # an exact duplicate of a frontier point joins it
+        if pts[i][1] > best or (front and pts[front[-1]] == pts[i]):
             front.append(i)
             best = pts[i][1]
-        elif front and pts[front[-1]] == pts[i]:
-            front.append(i)  # an exact duplicate of a frontier point
     return front
 
 
@@ -255,19 +231,11 @@ def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds:
         channels_last=channels_last, rounds=rounds, compile=compile).items()}
 
 
-def _prune_linears(model: nn.Module, s: float) -> None:
-    """csr_study's default pruning: per-tensor magnitude on every Linear."""
-    prune_per_tensor(model, s, layers=[n for n, m in model.named_modules()
-                                       if isinstance(m, nn.Linear)])
-
-
 def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256),
-              prune=_prune_linears, min_run_time: float = 0.3,
-              threads: int | None = None) -> list[dict]:
-    """CPU latency of dense vs CSR inference across sparsities: for each s, a copy of
-    `model` pruned by prune(model, s) (default: per-tensor magnitude on every Linear)
-    and sparse.to_csr of it, timed at each batch size of `batches`. One row per
-    (sparsity, batch): {sparsity, batch, dense_ms, csr_ms, speedup (= dense / csr)}."""
+              prune=None, min_run_time: float = 0.3, threads: int | None = None) -> list[dict]:
+    """CPU latency of dense vs CSR (sparse.to_csr) inference of `model` pruned by prune(model, s)
+    (None: per-tensor magnitude on every Linear) for each sparsity s and batch size: one row
+    {sparsity, batch, dense_ms, csr_ms, speedup (= dense / csr)} per (sparsity, batch)."""
     sparsities = [check_fraction("sparsity", s) for s in sparsities]
     batches = tuple(batches)
     if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
@@ -276,8 +244,11 @@ def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256)
     rows = []
     for s in sparsities:
         dense = copy.deepcopy(base)
-        if s > 0:
-            (prune or _prune_linears)(dense, s)
+        if s > 0 and prune is not None:
+            prune(dense, s)
+        elif s > 0:
+            prune_per_tensor(dense, s, layers=[n for n, m in dense.named_modules()
+                                               if isinstance(m, nn.Linear)])
         small = sparse.to_csr(dense)
         for b in batches:
             d = latency(dense, input_shape, batch=b, threads=threads, min_run_time=min_run_time)

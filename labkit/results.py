@@ -1,10 +1,9 @@
 """One JSON line per measured model, in reports/<profile>/results.jsonl.
 
-A row names what was measured and on what (lab, method, model, dataset and test set,
-profile, device, seed), its setting (SETTINGS), accuracy, sizes, MACs and latency.
-Rows are keyed by KEY: recording a key again replaces its row; every write is atomic.
-The report runner stages each run in ``$LABKIT_STAGE`` (a folder in reports/<profile>/)
-and :func:`adopt` swaps the rows in only when the run succeeded.
+A row names what was measured on what (lab, method, model, dataset, test set, profile, device,
+seed), its setting (SETTINGS), accuracy, sizes, MACs, latency. Recording a KEY again replaces
+its row; writes are atomic. The report runner stages a run in ``$LABKIT_STAGE`` (a folder in
+reports/<profile>/) and :func:`adopt` swaps its rows in when the run succeeded.
 """
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ from pathlib import Path
 from . import config, train
 from . import metrics as _metrics
 from .io import atomic_write_text
-from .metrics import pareto_front
 
 # what a row's model was asked for: target_sparsity (fraction of zero weights), size_fraction
 # (fraction of the dense params), channel_ratio (fraction of channels removed a layer), lam
@@ -29,8 +27,8 @@ STAGE_ENV = "LABKIT_STAGE"
 
 
 def folder_for(profile: str) -> Path:
-    """Where a notebook of `profile` writes results.jsonl and figures/: reports/<profile>/,
-    or the runner's staging folder $LABKIT_STAGE when that lies directly in it."""
+    """Where a `profile` notebook writes results.jsonl and figures/: reports/<profile>/, or
+    the runner's staging folder $LABKIT_STAGE when that lies directly in it."""
     if profile not in config.PROFILES:
         raise ValueError(f"profile={profile!r} is not one of {config.PROFILES}")
     folder, stage = config.reports_root() / profile, os.environ.get(STAGE_ENV)
@@ -76,22 +74,18 @@ def _clean(v):
 def record(cfg, data, *, method: str, model: str, accuracy: float, metrics: dict,
            accuracy_official: float | None = None, path: Path | str | None = None,
            **fields) -> dict:
-    """Add (or replace) the row of one measured model and return it.
-
-    accuracy: on data.test, a fraction (the row's test_set names the split);
-    accuracy_official: required exactly when data has an official split (stored with
-    official_set); metrics: metrics.measure's dict; fields: at least one of SETTINGS
-    (finite numbers; the others are stored as None) and any extra fields.
-    """
+    """Add (or replace) and return the row of one model: accuracy on data.test (a fraction),
+    accuracy_official exactly when data has an official split, metrics (metrics.measure's
+    dict), fields: at least one of SETTINGS (finite numbers; the others None) and any extras."""
     for name, value in (("accuracy", accuracy), ("accuracy_official", accuracy_official)):
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ValueError(f"{name}={value!r} must be a fraction in [0, 1]")
     if accuracy is None:
         raise ValueError("accuracy=None: give the accuracy on data.test as a fraction in [0, 1]")
+    official_set = getattr(data, "official_label", "") or None
     if (accuracy_official is None) != (getattr(data, "official", None) is None):
-        raise ValueError(f"accuracy_official={accuracy_official!r}: "
-                         f"give it exactly when data has an "
-                         f"official split (here: {getattr(data, 'official_label', '') or 'none'})")
+        raise ValueError(f"accuracy_official={accuracy_official!r}: give it exactly when data "
+                         f"has an official split (here: {official_set or 'none'})")
     settings = {k: _clean(fields.pop(k, None)) for k in SETTINGS}
     if "point" in fields or all(v is None for v in settings.values()):
         raise ValueError(f"point={fields.get('point')!r}: name the row's setting instead, "
@@ -104,9 +98,9 @@ def record(cfg, data, *, method: str, model: str, accuracy: float, metrics: dict
                synthetic=data.synthetic, data_hash=data.hash, test_set=data.test_label,
                profile=cfg.profile, device=config.device_name(cfg.device), seed=cfg.seed,
                config=cfg.hash(), git=config.git_commit(), accuracy=float(accuracy),
-               time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    row.update(accuracy_official=None if accuracy_official is None else float(accuracy_official),
-               official_set=getattr(data, "official_label", "") or None)
+               time=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               accuracy_official=None if accuracy_official is None else float(accuracy_official),
+               official_set=official_set)
     row.update({k: _clean(v) for k, v in {**metrics, **fields}.items()})
     path = Path(path) if path is not None else path_for(cfg.profile)
     _rewrite(path, lambda rows: [r for r in rows if _key(r) != _key(row)] + [row])
@@ -116,8 +110,7 @@ def record(cfg, data, *, method: str, model: str, accuracy: float, metrics: dict
 def measure(cfg, net, *, method: str, model: str, reference=None, timing: bool = True,
             accuracy: float | None = None, accuracy_official: float | None = None,
             options: dict | None = None, **fields) -> dict:
-    """THE way a notebook records a row: `net`'s accuracy on cfg.data.test (and on
-    cfg.data.official when there is one) unless `accuracy` is given, then
+    """THE way a notebook records a row: accuracy on cfg.data.test (and .official) unless given,
     metrics.measure(net, cfg.data.shape, reference, timing, **options), then record."""
     data = cfg.data
     if accuracy is None:
@@ -157,9 +150,8 @@ def stage(path: Path | str, lab: str, staged: Path | str) -> list[dict]:
 
 
 def adopt(path: Path | str, lab: str, staged: Path | str, base: list[dict]) -> int:
-    """Swap a successful staged run's rows into `path` (atomically, locked): the rows of
-    `staged` not in `base` replace every row of `lab` and any row with the same key.
-    Returns how many earlier rows of `lab` went."""
+    """Swap a successful staged run's rows into `path` (locked): the rows of `staged` not in
+    `base` replace every row of `lab` and any row with their key; returns how many of lab's went."""
     before = {json.dumps(r, sort_keys=True) for r in base}
     new = [r for r in load(staged) if json.dumps(r, sort_keys=True) not in before]
     keys = {_key(r) for r in new}
@@ -169,7 +161,7 @@ def adopt(path: Path | str, lab: str, staged: Path | str, base: list[dict]) -> i
 
 
 def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
-    """A Markdown table of `columns` from `rows` (formats: {column: format spec})."""
+    """A Markdown table of `columns` from `rows` (formats: {column: format spec}; None: '-')."""
     formats = formats or {}
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join("-" if r.get(c) is None else format(r[c], formats.get(c, ""))
@@ -178,13 +170,9 @@ def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> 
 
 
 def aggregate(rows: list[dict], by=None, fields=("accuracy",)) -> list[dict]:
-    """Mean and spread over seeds: one row per distinct `by` value (first-seen order).
-
-    by=None: every KEY field but seed (a field a row lacks counts as None); else each
-    row must have every `by` field. Each output row holds the `by` fields, n, seeds,
-    and per field of `fields` (each row must have it; None values are left out):
-    <field>_mean and <field>_std (sample std, n - 1; None when n < 2).
-    """
+    """One row per distinct `by` value (first-seen order; None: KEY but seed, missing = None):
+    the `by` fields, n, seeds, <field>_mean and <field>_std (n - 1; None when n < 2) per field
+    of `fields`, whose None values are left out; rows must have the `by` fields and `fields`."""
     if isinstance(by, str) or isinstance(fields, str):
         raise TypeError(f"by={by!r} and fields={fields!r} must be sequences of field names, "
                         f"not strings")
@@ -220,7 +208,7 @@ def frontier(rows: list[dict], cost: str, accuracy: str = "accuracy_mean") -> li
         if cost not in r or accuracy not in r:
             raise ValueError(f"row {i} lacks {cost!r} or {accuracy!r} (it has {sorted(r)})")
     usable = [r for r in rows if r[cost] is not None and r[accuracy] is not None]
-    return [usable[i] for i in pareto_front([(r[cost], r[accuracy]) for r in usable])]
+    return [usable[i] for i in _metrics.pareto_front([(r[cost], r[accuracy]) for r in usable])]
 
 
 def finding(claim: str, holds: bool, measured: str) -> bool:

@@ -1,12 +1,10 @@
-"""Really smaller: a sparse file format, and CSR inference.
+"""Really smaller: a sparse file format, and CSR inference (measured in labkit.metrics).
 
-:func:`save` writes each Conv/Linear weight as CSR (values + int32 column indices + int32
-row pointers of the weight viewed as (out, in*k*k)) or a bitmask (nonzero values + 1 bit
-an element), as `fmt` asks ('best': the smallest of dense / CSR / bitmask per tensor);
-other tensors dense, mask buffers not stored. File: JSON header + raw little-endian bytes,
-sha256 of the payload, written atomically. :func:`load` puts the exact weights back.
-:class:`CSRLinear` computes ``x @ W.T`` with W a torch sparse CSR tensor (MKL on CPU);
-:func:`to_csr` swaps every Linear of a model for one. Measuring them: labkit.metrics.
+:func:`save` writes each Conv/Linear weight as CSR (of the weight viewed as (out, in*k*k)),
+a bitmask or dense ('best': the smallest per tensor), other tensors dense, masks not stored:
+a JSON header (with the payload's sha256) + raw little-endian bytes, written atomically;
+:func:`load` puts the exact weights back. :class:`CSRLinear` computes ``x @ W.T`` with W a
+torch sparse CSR tensor; :func:`to_csr` swaps every Linear of a model for one.
 """
 from __future__ import annotations
 
@@ -70,8 +68,7 @@ def _encode(name: str, t: torch.Tensor, fmt: str) -> tuple[dict, list[bytes]]:
     elif fmt == "csr":
         w2 = w.reshape(w.shape[0], -1)
         rows, cols = torch.nonzero(w2 != 0, as_tuple=True)
-        rowptr = torch.zeros(w2.shape[0] + 1, dtype=torch.int64)
-        rowptr[1:] = torch.cumsum((w2 != 0).sum(1), 0)
+        rowptr = torch.cat([cols.new_zeros(1), torch.cumsum((w2 != 0).sum(1), 0)])
         parts = dict(values=w2[rows, cols], col=cols.to(torch.int32), rowptr=rowptr.to(torch.int32))
     else:
         nz = w.flatten() != 0
@@ -100,14 +97,6 @@ def _decode(entry: dict, chunks: dict) -> torch.Tensor:
     return out.reshape(shape)
 
 
-def _pick(t: torch.Tensor, fmt: str) -> str:
-    """The format used for a counted weight: `fmt`, or for 'best' the smallest."""
-    if fmt != "best":
-        return fmt
-    sizes = {f: sum(len(c) for c in _encode("", t, f)[1]) for f in ("dense", "csr", "bitmask")}
-    return min(sizes, key=sizes.get)
-
-
 def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
     """Write `model`'s weights (no masks) to `path` atomically, Conv/Linear weights in `fmt`
     (FORMATS), others dense. Returns {path, bytes, header_bytes, formats: {weight: fmt}}."""
@@ -118,7 +107,11 @@ def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
     counted = {f"{n}.weight" for n in prunable(model)}
     entries, chunks = [], []
     for name, t in weight_state(model).items():
-        entry, parts = _encode(name, t, _pick(t, fmt) if name in counted else "dense")
+        f = fmt if name in counted else "dense"
+        if f == "best":
+            sizes = {k: sum(map(len, _encode("", t, k)[1])) for k in ("dense", "csr", "bitmask")}
+            f = min(sizes, key=sizes.get)
+        entry, parts = _encode(name, t, f)
         entries.append(entry)
         chunks += parts
     payload = b"".join(chunks)
@@ -208,9 +201,8 @@ class CSRLinear(nn.Module):
 
     def extra_repr(self) -> str:
         nnz = self.weight.values().numel()
-        density = nnz / (self.in_features * self.out_features)
-        return (f"in={self.in_features}, out={self.out_features}, nnz={nnz} "
-                f"({1 - density:.1%} sparse)")
+        sparsity = 1 - nnz / (self.in_features * self.out_features)
+        return f"in={self.in_features}, out={self.out_features}, nnz={nnz} ({sparsity:.1%} sparse)"
 
 
 def to_csr(model: nn.Module) -> nn.Module:
