@@ -2,6 +2,7 @@
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 import labkit as lk
 from labkit.metrics import MIB
@@ -67,7 +68,6 @@ def test_latency_and_measure_fields():
 
 
 def test_compiled_latency_compiles_every_model_even_past_dynamos_recompile_limit():
-    from torch._dynamo.utils import counters
     limit = torch._dynamo.config.recompile_limit
     models = {f"m{i}": lk.models.build("mlp", width=0.02) for i in range(limit + 1)}  # one code object, 9 copies
     counters.clear()
