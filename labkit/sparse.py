@@ -185,6 +185,7 @@ class CSRLinear(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, in) -> y (B, out); ValueError for any other input shape."""
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"CSRLinear expects input (B, {self.in_features}), "
                              f"got {tuple(x.shape)}")
@@ -200,6 +201,7 @@ class CSRLinear(nn.Module):
         return new
 
     def extra_repr(self) -> str:
+        """The sizes and sparsity shown in print(model)."""
         nnz = self.weight.values().numel()
         sparsity = 1 - nnz / (self.in_features * self.out_features)
         return f"in={self.in_features}, out={self.out_features}, nnz={nnz} ({sparsity:.1%} sparse)"
