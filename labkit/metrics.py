@@ -156,15 +156,15 @@ def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str
 
 
 def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = None,
-            timing: bool = True, batch: int = 1, threads: int | None = 1,
-            min_run_time: float = 0.5, disk: bool = False, csr: bool = False,
+            timing: bool = True, batch: int = 1, threads: int | None = None,
+            min_run_time: float = 0.5, rounds: int = 1, disk: bool = False, csr: bool = False,
             time_reference: bool = False) -> dict:
     """THE measure of a model (what results.record stores): params, nonzeros, sparsity (zeros
     among the counted weights), size_table, macs; `reference` (the dense original of a smaller
     model): removed = 1 - counted weights / reference's. disk: disk_best_mib. timing:
-    latency_cpu_ms (`threads`; None: torch's), latency_threads, latency_cuda_ms on CUDA; csr:
-    latency_best_ms, for an MLP also latency_csr_ms (sparse.to_csr); time_reference:
-    latency_dense_ms of `reference`."""
+    latency_cpu_ms (`threads`; None: torch's; the fastest of `rounds` medians), latency_threads,
+    latency_cuda_ms on CUDA; csr: latency_best_ms, for an MLP also latency_csr_ms
+    (sparse.to_csr); time_reference: latency_dense_ms of `reference`."""
     out = dict(params=count_params(model), nonzeros=count_nonzero(model),
                sparsity=global_sparsity(model), **size_table(model, reference),
                **macs(model, input_shape))
@@ -174,7 +174,7 @@ def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = 
         out["disk_best_mib"] = disk_mib(model, "best")
     if not timing:
         return out
-    t = dict(batch=batch, threads=threads, min_run_time=min_run_time)
+    t = dict(batch=batch, threads=threads, min_run_time=min_run_time, rounds=rounds)
     out["latency_cpu_ms"] = 1e3 * latency(model, input_shape, **t)
     out["latency_threads"] = threads
     if csr:

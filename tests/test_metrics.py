@@ -87,9 +87,20 @@ def test_measure_options_cover_removed_disk_csr_and_the_reference_side_by_side()
     assert out["removed"] == pytest.approx(1 - kept / (784 * 100 + 100 * 100 + 100 * 50 + 50 * 20 + 20 * 10))
     assert out["sparsity"] == pytest.approx(0.5, abs=1e-3)        # zeros among the remaining weights
     assert out["disk_best_mib"] == pytest.approx(lk.metrics.disk_mib(small), rel=0) and out["disk_best_mib"] > 0
-    assert out["latency_threads"] == 1 and out["latency_dense_ms"] > 0 and out["latency_csr_ms"] > 0
+    assert out["latency_threads"] is None and out["latency_dense_ms"] > 0 and out["latency_csr_ms"] > 0
     assert out["latency_best_ms"] == min(out["latency_cpu_ms"], out["latency_csr_ms"])
     plain = lk.metrics.measure(small, (1, 28, 28), timing=False)
     assert not {"removed", "disk_best_mib", "latency_cpu_ms", "latency_dense_ms"} & set(plain)
     vgg = lk.metrics.measure(lk.models.build("vgg", width=0.0625), (3, 32, 32), csr=True, min_run_time=0.01)
     assert "latency_csr_ms" not in vgg and vgg["latency_best_ms"] == vgg["latency_cpu_ms"]
+
+
+def test_measure_times_with_torch_threads_unless_told_and_passes_rounds(monkeypatch):
+    """measure's timing keeps latency's defaults (torch's threads) and hands `rounds` on."""
+    seen = []
+    monkeypatch.setattr(lk.metrics, "latency", lambda m, shape, **kw: seen.append(kw) or 1e-3)
+    model = lk.models.build("mlp", width=0.05)
+    row = lk.metrics.measure(model, (1, 28, 28))
+    assert seen[-1]["threads"] is None and seen[-1]["rounds"] == 1 and row["latency_threads"] is None
+    lk.metrics.measure(model, (1, 28, 28), threads=1, rounds=3)
+    assert seen[-1]["threads"] == 1 and seen[-1]["rounds"] == 3
