@@ -225,7 +225,7 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
 
 
 def csr_speedup(rows: list, title: str = "CSR vs dense kernels"):
-    """CSR over dense speed-up vs the `sparsity` of every Linear layer (sparse.csr_study rows)."""
+    """CSR over dense speed-up vs the `sparsity` of every Linear layer (metrics.csr_study rows)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for b in sorted({r["batch"] for r in rows}):
         pts = sorted((r["sparsity"], r["speedup"]) for r in rows if r["batch"] == b)

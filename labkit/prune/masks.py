@@ -33,7 +33,8 @@ def set_mask(module: nn.Module, mask: torch.Tensor) -> None:
     mask = mask.to(device=module.weight.device, dtype=torch.bool)
     regrown = int((mask & ~current_mask(module)).sum())
     if regrown:
-        raise ValueError(f"mask would un-prune {regrown} weights (masks only grow: pass new & old)")
+        raise ValueError(f"mask would un-prune {regrown} weights of a layer with weight "
+                         f"{tuple(module.weight.shape)} (masks only grow: pass new & old)")
     module.register_buffer("weight_mask", mask)   # replaces the old mask buffer, if any
     module.weight.mul_(mask)
 
