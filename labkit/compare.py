@@ -13,7 +13,7 @@ import json
 
 from torch import nn
 
-from . import config, methods, recipes, results, train
+from . import config, methods, results, train
 from .methods.registry import check_target, counted, counted_total
 
 VERSION = 2   # bump when a method's code changes what it would measure (old rows stop matching)
@@ -76,17 +76,15 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
             reference = info.pop("reference", None)
             before = train.evaluate(model, data) if knobs.get("eval_before", True) else None
             ctx.fine_tune(model, info.get("tune_images"))
-            acc = train.evaluate(model, data)
             reached = counted_total(dense) / max(1, counted(model))
-            row = results.measure(scfg, model, method=name, model=model_name, accuracy=acc,
-                                  accuracy_official=train.official(model, data),
+            row = results.measure(scfg, model, method=name, model=model_name,
                                   reference=reference, timing=timing, options=_options(knobs),
                                   accuracy_before=before,
                                   compression_reached=reached, **fixed, **info)
             rows.append(row)
             was = f"{100 * before:.2f}% -> " if before is not None else ""
             log(f"{model_name} | {name} | {c:g}x (reached {reached:.1f}x) | seed {seed}: "
-                f"accuracy {was}{100 * acc:.2f}% after fine-tuning")
+                f"accuracy {was}{100 * row['accuracy']:.2f}% after fine-tuning")
     return rows
 
 
@@ -104,9 +102,7 @@ def dense_model(model_name: str, data, profile: str, seed: int, progress: bool =
     """The shared dense model (labkit.train.dense, recipe overrides as the lab that owns it
     uses them) and its cache key."""
     model, _ = train.dense(model_name, data, profile, seed=seed, progress=progress, **overrides)
-    hp = recipes.dense(model_name, profile, **overrides)
-    width = hp.pop("width")
-    return model, train.cache_key(model_name, width, data, hp, seed)
+    return model, train.dense_key(model_name, data, profile, seed=seed, **overrides)
 
 
 FIELDS = ("accuracy", "accuracy_official", "nonzeros", "disk_best_mib", "nonzero_macs",

@@ -110,11 +110,14 @@ def record(cfg, data, *, method: str, model: str, accuracy: float, metrics: dict
 def measure(cfg, net, *, method: str, model: str, reference=None, timing: bool = True,
             accuracy: float | None = None, accuracy_official: float | None = None,
             options: dict | None = None, **fields) -> dict:
-    """THE way a notebook records a row: accuracy on cfg.data.test (and .official) unless given,
-    metrics.measure(net, cfg.data.shape, reference, timing, **options), then record."""
+    """THE way a notebook records a row: accuracy on cfg.data.test and on cfg.data.official
+    (when it has one), each measured on `net` as it is unless given, metrics.measure(net,
+    cfg.data.shape, reference, timing, **options), then record."""
     data = cfg.data
     if accuracy is None:
-        accuracy, accuracy_official = train.evaluate(net, data), train.official(net, data)
+        accuracy = train.evaluate(net, data)
+    if accuracy_official is None:
+        accuracy_official = train.official(net, data)
     m = _metrics.measure(net, data.shape, reference=reference, timing=timing, **(options or {}))
     return record(cfg, data, method=method, model=model, accuracy=accuracy,
                   accuracy_official=accuracy_official, metrics=m, **fields)

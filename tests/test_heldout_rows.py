@@ -107,3 +107,14 @@ def test_results_measure_evaluates_both_sets_measures_and_records(tmp_env, held)
                                accuracy_official=0.25, channel_ratio=0.5, options=dict(disk=True))
     assert (given["accuracy"], given["accuracy_official"]) == (0.5, 0.25) and given["disk_best_mib"] > 0
     assert lk.results.load(lk.results.path_for("smoke")) == [given]   # same key: replaced
+
+
+def test_results_measure_evaluates_official_unless_given_even_with_a_given_accuracy(tmp_env, held):
+    """A caller that brings its own test accuracy still gets the official split measured."""
+    cfg = _cfg()
+    cfg.data = held.holdout_as_test()
+    net = lk.models.build("vgg", width=0.0625)
+    row = lk.results.measure(cfg, net, method="m", model="vgg", timing=False, accuracy=0.5,
+                             target_sparsity=0.0)
+    assert row["accuracy"] == 0.5
+    assert row["accuracy_official"] == lk.train.evaluate(net, cfg.data, "official")
