@@ -316,12 +316,23 @@ def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _recipe(model_name: str, profile: str, **overrides) -> tuple[float, dict]:
+    """(width, fit's settings) of the dense recipe with non-None `overrides`."""
+    hp = recipes.dense(model_name, profile, **overrides)
+    return hp.pop("width"), hp
+
+
+def dense_key(model_name: str, data: Data, profile: str, *, seed: int = 0, **overrides) -> str:
+    """The cache key of the dense model that :func:`dense` gives for the same arguments."""
+    width, hp = _recipe(model_name, profile, **overrides)
+    return cache_key(model_name, width, data, hp, seed)
+
+
 def dense(model_name: str, data: Data, profile: str, *, seed: int = 0, progress: bool = True,
           use_cache: bool = True, **overrides) -> tuple[nn.Module, History]:
     """A trained dense model for `profile` (recipes.dense with non-None `overrides`): from the
     cache when the same model, recipe, data and seed were trained, else trained and cached."""
-    hp = recipes.dense(model_name, profile, **overrides)
-    width = hp.pop("width")
+    width, hp = _recipe(model_name, profile, **overrides)
     print(f"dense {model_name} recipe ({profile}): width={width}, "
           + ", ".join(f"{k}={v}" for k, v in hp.items()))
     key = cache_key(model_name, width, data, hp, seed)

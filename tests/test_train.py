@@ -142,3 +142,11 @@ def test_evaluator_is_the_accuracy_on_the_whole_split_it_is_given(tiny_data, mon
     assert m.training and part == lk.train.evaluate(m, head, "val") and part * 100 == round(part * 100)
     with pytest.raises(ValueError, match="bogus"):
         lk.train.evaluator(tiny_data, "bogus")
+
+
+def test_dense_key_is_the_key_dense_caches_under(tmp_env, tiny_data):
+    """train.dense_key names the file train.dense writes, overrides and speed-only settings too."""
+    lk.train.dense("mlp", tiny_data, "smoke", seed=3, progress=False, epochs=1, compile=False)
+    key = lk.train.dense_key("mlp", tiny_data, "smoke", seed=3, epochs=1, compile=False)
+    assert [p.name for p in (tmp_env / "cache" / "models").iterdir()] == [f"mlp-{key}.pt"]
+    assert key != lk.train.dense_key("mlp", tiny_data, "smoke", seed=3, epochs=2)
