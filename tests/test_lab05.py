@@ -380,3 +380,18 @@ def test_prune_to_names_the_allowed_methods_and_shares_work_between_targets(tiny
     assert len(ctx.memo) == 1                             # one greedy search for every target
     assert sorted(lk.methods.applicable(lk.models.build("mlp", width=0.05))) == sorted(
         n for n, (_, kinds) in lk.methods.METHODS.items() if lk.models.MLP in kinds)
+
+
+def test_greedy_round_images_fine_tunes_after_every_round(tiny_pairs):
+    """Lab 04's per-round fine-tune reaches lab 05's greedy search through its knob: each
+    committed step is fine-tuned and re-scored; without the knob none is."""
+    dense, data = tiny_pairs["VGG"]
+    paths = {}
+    for n in (None, 32):
+        ctx = lk.methods.Context(data, lk.methods.Budget(1, 0.01, 32), 0,
+                                 {**KNOBS, "greedy_round_images": n}, (4.0,))
+        lk.methods.prune_to("greedy filter (physical)", dense, 4, ctx)
+        (_, res), = ctx.memo.values()
+        paths[n] = res[-1].steps
+    assert paths[None] and all(st.acc_tuned is None for st in paths[None])
+    assert paths[32] and all(st.acc_tuned is not None for st in paths[32])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from math import inf
 from typing import Callable
 
@@ -220,13 +221,28 @@ def _greedy_path(dense, c, ctx) -> dict:
     key = ("greedy", *(round(x, 6) for x in needed))
     res = ctx.once(key, dense, lambda: greedy.greedy_prune(
         dense, _val_evaluator(ctx, ctx.knobs["greedy_val_images"]), [1 / x for x in needed],
-        by="params", step=ctx.knobs.get("greedy_step", 0.2), progress=ctx.progress))
+        by="params", step=ctx.knobs.get("greedy_step", 0.2), progress=ctx.progress,
+        finetune=_round_fine_tune(ctx)))
     return {round(1 / r.target, 6): r for r in res}
+
+
+def _round_fine_tune(ctx: Context) -> Callable | None:
+    """Lab 04's per-round fine-tune of the greedy search: one epoch on a fixed subset of
+    ``greedy_round_images`` training images, a new seed a round (None: no round fine-tunes).
+    Without them the search, scored on a damaged net, cuts a layer to 1 channel."""
+    n, b = ctx.knobs.get("greedy_round_images"), ctx.budget
+    if not n:
+        return None
+    data, seeds = ctx.data.subset(n, seed=ctx.seed + 1), itertools.count(ctx.seed + 1)
+    return lambda m: train.fine_tune(m, data, epochs=1, lr=b.lr, augment=b.augment,
+                                     batch_size=min(b.batch_size, len(data.train)),
+                                     label_smoothing=b.label_smoothing, seed=next(seeds),
+                                     progress=ctx.progress, desc="round fine-tune")
 
 
 def vgg_greedy(dense, c, ctx):
     """Greedy layer-wise filter pruning (lab 04) to params <= dense / c, physically removed.
-    One search (methods.greedy) for all targets; no fine-tuning between steps."""
+    One search (methods.greedy) for all targets, with lab 04's per-round fine-tunes."""
     r = _greedy_path(dense, c, ctx)[round(c, 6)]
     return copy.deepcopy(r.model), dict(reference=dense, structured=True,
                                         channels=list(r.model.channels), greedy_steps=len(r.steps))
