@@ -22,20 +22,18 @@ DATASETS = ("mnist", "cifar10", "synthetic-mnist", "synthetic-cifar10")
 NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 STATS = {"mnist": ((0.1307,), (0.3081,)),
          "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
 VAL_SEED = 20241  # fixed: the validation split never depends on the run's seed
 SPLITS = ("train", "val", "test", "holdout", "official")
 OPTIONAL_SPLITS = {"holdout": "loaded with load(..., holdout=N), N > 0",
                    "official": "from holdout_as_test()"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
-
 @dataclass
 class Split:
     """One split, treated as immutable: ``x`` uint8 (N, C, H, W), ``y`` int64 (N,); ``index``
     int64 (N,) on the CPU: each image's position in the source's training set (or None)."""
-
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor | None = field(default=None, repr=False, compare=False)
@@ -45,21 +43,18 @@ class Split:
         return len(self.y)
 
     def prepared(self, pad: int = 4) -> torch.Tensor:
-        """mirror_pad(x, pad): (N, H + 2 pad, 2 (W + 2 pad), C), made once and shared by every
-        augmented loader over this split."""
+        """mirror_pad(x, pad), made once and shared by every augmented loader over this split."""
         if pad not in self._prepared:
             self._prepared[pad] = mirror_pad(self.x, pad)
         return self._prepared[pad]
 
-    def to(self, device) -> "Split":
+    def to(self, device) -> Split:
         """This split on `device` (index stays on the CPU)."""
         return Split(self.x.to(device), self.y.to(device), self.index)
-
 
 @dataclass
 class Data:
     """A dataset ready for training: train / val / test splits plus what they are."""
-
     name: str                 # 'mnist', 'cifar10', 'synthetic-mnist', ...
     source: str               # where it came from (path or 'generated')
     hash: str                 # sha256 of the images and labels (train + test), first 16 hex
@@ -84,7 +79,6 @@ class Data:
 
     @property
     def synthetic(self) -> bool:
-        """True for a synthetic stand-in."""
         return self.name.startswith("synthetic-")
 
     @property
@@ -94,8 +88,7 @@ class Data:
 
     @property
     def label(self) -> str:
-        """A short name for figure titles: the dataset, plus what makes it other than the
-        standard one (synthetic data, a training subset, a test subset)."""
+        """A short name for figure titles: the dataset, and whether synthetic or a subset."""
         if self.synthetic:
             return f"{self.name} (synthetic, NOT real data)"
         parts = ([f"{len(self.train):,}-image train SUBSET"]
@@ -110,9 +103,8 @@ class Data:
         """One line naming the data and the size of each split."""
         held = f" / holdout {len(self.holdout):,}" if self.holdout is not None else ""
         official = f" (beside it: {self.official_label})" if self.official is not None else ""
-        return (f"{self.name}: train {len(self.train):,} / val {len(self.val):,}"
-                f" / test {len(self.test):,}{held}"
-                f" | test accuracy is on: {self.test_label}{official}")
+        return (f"{self.name}: train {len(self.train):,} / val {len(self.val):,} / test "
+                f"{len(self.test):,}{held} | test accuracy is on: {self.test_label}{official}")
 
     def _split(self, split: str) -> Split:
         """The Split named `split` (one of SPLITS; the optional ones say where they come from)."""
@@ -121,18 +113,18 @@ class Data:
             raise ValueError(f"split={split!r} needs data " + OPTIONAL_SPLITS[split])
         return getattr(self, split)
 
-    def loader(self, split: str, batch_size: int, **kw) -> "DeviceLoader":
+    def loader(self, split: str, batch_size: int, **kw) -> DeviceLoader:
         """A DeviceLoader over one of SPLITS with this data's normalisation."""
         return DeviceLoader(self._split(split), batch_size, mean=self.mean, std=self.std, **kw)
 
-    def to(self, device) -> "Data":
+    def to(self, device) -> Data:
         """The same data with every split on `device`."""
         moved = {s: getattr(self, s).to(device) for s in SPLITS if getattr(self, s) is not None}
         return Data(**{**self.__dict__, **moved})
 
-    def subset(self, n: int | None, split: str = "train", seed: int | None = 0) -> "Data":
-        """This data with only `n` images of `split` (the one way to take a subset): seed=None:
-        the first n; an int: a fixed random subset (torch.randperm with that seed). n=None:
+    def subset(self, n: int | None, split: str = "train", seed: int | None = 0) -> Data:
+        """This data with only `n` images of `split` (the one way to take a subset); seed None:
+        the first n, an int: a fixed random subset (torch.randperm with that seed); n None:
         self. A train subset is noted ('SUBSET'), so labels and figure titles say so."""
         if n is None:
             return self
@@ -146,14 +138,13 @@ class Data:
             d.notes = self.notes + [f"fine-tuning on a SUBSET of {n:,} training images"]
         return d
 
-    def holdout_as_test(self) -> "Data":
+    def holdout_as_test(self) -> Data:
         """Where the source's test set is partial (< 10,000 images) and a holdout was set aside:
         `test` becomes the holdout and the partial test set is kept as `official`. Else self."""
         if self.holdout is None or len(self.test) >= 10_000:
             return self
         return Data(**{**self.__dict__, "test": self.holdout, "test_label": self.holdout_label,
                        "official": self.test, "official_label": self.test_label})
-
 
 def tensor_hash(*tensors: torch.Tensor) -> str:
     """sha256 over the shapes and bytes of the tensors (first 16 hex digits)."""
@@ -163,26 +154,16 @@ def tensor_hash(*tensors: torch.Tensor) -> str:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
-
 def _torchvision(cls, root: Path, where: str, files: list, hint: str) -> list:
-    """[train, test] datasets of torchvision class `cls` under root, downloaded (or just
-    unpacked) when missing; FileNotFoundError naming the files when that fails."""
-    out = []
-    for train in (True, False):
-        try:
-            out.append(cls(str(root), train=train, download=False))
-        except RuntimeError:
-            try:
-                out.append(cls(str(root), train=train, download=True))
-            except Exception as e:
-                raise FileNotFoundError(
-                    f"{cls.__name__} not found (or corrupt) under {where} and it could not be "
-                    f"downloaded ({type(e).__name__}). Expected files: {', '.join(files)}. "
-                    f"Fetch them on a machine with internet with\n  python -c \"import "
-                    f"torchvision; torchvision.datasets.{cls.__name__}('{root}', download=True)\""
-                    f"\nor {hint}.") from e
-    return out
-
+    """[train, test] of torchvision dataset `cls` under root, downloaded when missing."""
+    try:
+        return [cls(str(root), train=train, download=True) for train in (True, False)]
+    except Exception as e:
+        raise FileNotFoundError(
+            f"{cls.__name__} not found (or corrupt) under {where} and it could not be "
+            f"downloaded ({type(e).__name__}). Expected files: {', '.join(files)}. Fetch them on "
+            f"a machine with internet with\n  python -c \"import torchvision; "
+            f"torchvision.datasets.{cls.__name__}('{root}', download=True)\"\nor {hint}.") from e
 
 def _mnist(root: Path) -> tuple[Split, Split, str]:
     """MNIST from torchvision's layout under root/MNIST/raw; verifies the md5 of the .gz files."""
@@ -198,18 +179,15 @@ def _mnist(root: Path) -> tuple[Split, Split, str]:
     train, test = (Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()) for ds in sets)
     return train, test, str(raw)
 
-
 def _cifar10_torchvision(root: Path) -> tuple[Split, Split, str]:
     """CIFAR-10 from torchvision's pickled batches under root/cifar-10-batches-py."""
     cifar = torchvision.datasets.CIFAR10
-    where = str(root / cifar.base_folder)
-    files = [n for n, _ in cifar.train_list + cifar.test_list]
+    where, files = str(root / cifar.base_folder), [n for n, _ in cifar.train_list + cifar.test_list]
     sets = _torchvision(cifar, root, where, files,
                         "set LABKIT_CIFAR10_FOLDER to an ImageFolder tree with train/ and test/")
     train, test = (Split(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
                          torch.tensor(ds.targets, dtype=torch.long)) for ds in sets)
     return train, test, where
-
 
 def _list_tree(folder: Path) -> tuple[tuple, dict]:
     """Classes and {split: [(path, label)]} of an ImageFolder tree with train/ and test/."""
@@ -236,16 +214,13 @@ def _list_tree(folder: Path) -> tuple[tuple, dict]:
             files[split] += [(p, label) for p in imgs]
     return classes, files
 
-
 def _decode_one(path: Path) -> torch.Tensor:
     """One image file as uint8 (3, H, W)."""
     with Image.open(path) as im:
         return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
 
-
 def _imagefolder(folder: Path) -> tuple[Split, Split, str, tuple]:
-    """An ImageFolder tree decoded once (PIL, 4 threads; one image size) and cached, keyed by
-    the file names, sizes and times."""
+    """An ImageFolder tree decoded once (PIL, one image size) and cached by file name and stat."""
     classes, files = _list_tree(folder)
     h = hashlib.sha256(str(folder).encode())
     for split, pairs in files.items():
@@ -269,7 +244,6 @@ def _imagefolder(folder: Path) -> tuple[Split, Split, str, tuple]:
     train, test = (Split(*blob[s]) for s in ("train", "test"))
     return train, test, str(folder), tuple(blob["classes"])
 
-
 def _blobs(g: torch.Generator, n: int, size: int, channels: int, k: int) -> torch.Tensor:
     """n smooth random patterns (n, channels, size, size) in [0, 1] made of k Gaussian blobs."""
     yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
@@ -283,7 +257,6 @@ def _blobs(g: torch.Generator, n: int, size: int, channels: int, k: int) -> torc
         out += color[:, :, None, None] * blob[:, None]
     return out.clamp(0, 1)
 
-
 def _synthetic(name: str, n_train: int = 4000, n_test: int = 1000) -> tuple[Split, Split]:
     """A learnable stand-in: each class a fixed pattern of blobs; a sample is its class
     pattern, randomly shifted, plus noise (uint8 like the real data)."""
@@ -294,15 +267,13 @@ def _synthetic(name: str, n_train: int = 4000, n_test: int = 1000) -> tuple[Spli
     protos = protos if mnist else 0.3 + 0.5 * protos   # a colour background, like CIFAR's
     splits = []
     for n in (n_train, n_test):
-        y = torch.arange(n) % 10
-        y = y[torch.randperm(n, generator=g)]
+        y = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
         shift = torch.randint(-2, 3, (2,), generator=g).tolist()
         x = torch.roll(protos[y], shifts=shift, dims=(2, 3))
         x = x + 0.25 * torch.randn(x.shape, generator=g) * (0.5 if mnist else 1.0)
         x = x * (x > 0.35) if mnist else x   # MNIST: dark background, bright strokes
         splits.append(Split((x.clamp(0, 1) * 255).round().to(torch.uint8), y.long()))
     return splits[0], splits[1]
-
 
 def load(name: str, *, root: Path | None = None, folder: Path | str | None = None,
          val_size: int | None = None, train_subset: int | None = None, holdout: int | None = None,
@@ -342,7 +313,6 @@ def load(name: str, *, root: Path | None = None, folder: Path | str | None = Non
         data.holdout, data.holdout_label = held, f"{len(held):,} held-out {what}"
     return data.to(device) if device is not None else data
 
-
 def _carve(train: Split, val_size: int, train_subset: int | None,
            holdout: int | None) -> tuple[Split, Split, Split | None, list]:
     """(train, val, holdout or None, notes) by one fixed permutation perm (VAL_SEED) of the
@@ -362,13 +332,11 @@ def _carve(train: Split, val_size: int, train_subset: int | None,
     val, kept, *held = (Split(train.x[i], train.y[i], i) for i in parts)
     return kept, val, (held[0] if held else None), notes
 
-
 class DeviceLoader:
-    """Batches ``(x, y)`` of a Split on the training device: x float (B, C, H, W), normalised
-    with mean/std (``augment``: a random crop of the 4-pixel reflect-padded image and a random
-    horizontal flip, per image), in channels-last memory with ``channels_last``; y int64 (B,).
-    Shuffling and augmentation draw from a generator seeded with ``seed + epoch``, never from
-    torch's global RNG, so an epoch repeats whatever ran before it."""
+    """Batches ``(x, y)`` of a Split on its device: x float (B, C, H, W) normalised with mean/std
+    (``augment``: a random crop of the 4-pixel reflect-padded image and a random flip per image),
+    y int64 (B,). Shuffling and augmentation draw from a generator seeded with ``seed + epoch``,
+    never from torch's global RNG, so an epoch repeats whatever ran before it."""
 
     def __init__(self, split: Split, batch_size: int, *, mean, std, shuffle: bool = False,
                  augment: bool = False, drop_last: bool = False, seed: int = 0,
@@ -417,12 +385,10 @@ class DeviceLoader:
         x = rows.view(-1, h, w, c).permute(0, 3, 1, 2)                  # channels_last view
         return x if self.channels_last else x.contiguous()
 
-
 def _reflect_index(n: int, pad: int, device) -> torch.Tensor:
     """(n + 2 pad,) int64: the source position of each position of a reflect-padded axis."""
     i = torch.arange(-pad, n + pad, device=device).abs()
     return torch.where(i > n - 1, 2 * (n - 1) - i, i)
-
 
 def mirror_pad(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Images prepared once for crop_flip: reflect-padded by `pad`, channels last, each padded
@@ -435,17 +401,13 @@ def mirror_pad(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     rows = x.permute(0, 2, 3, 1).contiguous().index_select(1, _reflect_index(h, pad, x.device))
     return rows.view(-1, w, c).index_select(1, cols).view(n, h + 2 * pad, len(cols), c)
 
-
 def crop_flip(prepared: torch.Tensor, idx: torch.Tensor, size: tuple,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """A random crop of `size` and a random horizontal flip (p = 1/2) of each image
     prepared[idx], drawn from `generator` (on prepared's device; None: the global RNG).
-    prepared: (N, Hp, 2 Wp, C) from mirror_pad; idx: (B,) int64 -> (B, H, W, C).
-    Each output row is one run of W*C values of `prepared` (a crop of the padded row or of its
-    mirror), so the batch is one index_select of an unfold view: no per-image Python."""
-    n, hp, w2, c = prepared.shape
-    h, w = size
-    wp = w2 // 2
+    prepared: (N, Hp, 2 Wp, C) from mirror_pad; idx: (B,) int64 -> (B, H, W, C)."""
+    _, hp, w2, c = prepared.shape
+    (h, w), wp = size, w2 // 2
     b, dev = len(idx), prepared.device
     dy = torch.randint(0, hp - h + 1, (b,), device=dev, generator=generator)
     dx = torch.randint(0, wp - w + 1, (b,), device=dev, generator=generator)

@@ -2,7 +2,6 @@
 entries with a sha256 of their payload (a corrupt one is rebuilt, never used)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -13,7 +12,6 @@ from pathlib import Path
 import torch
 
 MAGIC = b"LABKIT1\n"
-
 
 def atomic_write_bytes(data: bytes, path: Path | str) -> Path:
     """Write `data` to `path` through a temporary file and an atomic rename."""
@@ -27,25 +25,21 @@ def atomic_write_bytes(data: bytes, path: Path | str) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
 
 def atomic_write_text(text: str, path: Path | str) -> Path:
     """Write `text` (UTF-8) to `path` atomically."""
     return atomic_write_bytes(text.encode("utf-8"), path)
-
 
 def atomic_save(obj, path: Path | str) -> Path:
     """torch.save `obj` to `path` atomically, with a sha256 of the payload in a header."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     payload = buf.getvalue()
-    return atomic_write_bytes(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-                              + payload, path)
-
+    header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    return atomic_write_bytes(header + payload, path)
 
 def load_verified(path: Path | str):
     """The object atomic_save wrote at `path`, or None when the file is missing, truncated or

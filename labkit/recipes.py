@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from .config import PROFILES, check_choice
 
+_MLP = dict(width=1.0, epochs=10, batch_size=128, lr=0.05)
 _SMOKE = dict(width=0.0625, epochs=2, batch_size=32, lr=0.05, augment=True)
 _CPU = dict(batch_size=256, lr=0.2, augment=True, label_smoothing=0.2)   # + width and epochs
 _FULL = dict(width=1.0, epochs=30, batch_size=512, lr=0.4, augment=True, label_smoothing=0.2)
 DENSE = {
-    "mlp": {
-        "smoke": dict(width=0.25, epochs=4, batch_size=128, lr=0.05),
-        "cpu": dict(width=1.0, epochs=10, batch_size=128, lr=0.05),
-        "full": dict(width=1.0, epochs=10, batch_size=128, lr=0.05),
-    },
+    "mlp": {"smoke": dict(_MLP, width=0.25, epochs=4), "cpu": dict(_MLP), "full": dict(_MLP)},
     # trained in lab 02, reused by labs 04 and 05; cpu: the recipe of benchmarks/README.md
     # (90.05 % on 10,000 held-out images); full: the study's width, sized for one GPU
     "vgg": {"smoke": dict(_SMOKE), "cpu": dict(width=0.25, epochs=24, **_CPU), "full": dict(_FULL)},
@@ -33,7 +30,6 @@ DATA = {
                  "cpu": dict(_SPLIT), "full": dict(_SPLIT)},
 }
 
-
 def data_split(model: str, profile: str) -> dict:
     """The load() arguments {'train_subset', 'val_size'[, 'holdout']} of `model`'s dense
     recipe for `profile` (None: load's default)."""
@@ -41,14 +37,14 @@ def data_split(model: str, profile: str) -> dict:
     check_choice("profile", profile, PROFILES)
     return dict(DATA[model][profile])
 
-
 def dense(model: str, profile: str, **overrides) -> dict:
     """The recipe of `model` for `profile`, with non-None `overrides` applied."""
     check_choice("model", model, DENSE)
     check_choice("profile", profile, PROFILES)
     recipe = dict(DENSE[model][profile])
-    for k, v in overrides.items():
-        if v is not None and k not in recipe and k not in FIT_OPTIONS:
-            raise ValueError(f"unknown dense setting {k!r} for {model}; "
-                             f"recipe has {sorted(recipe)}")
-    return {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = [k for k in overrides if k not in recipe and k not in FIT_OPTIONS]
+    if unknown:
+        raise ValueError(f"unknown dense setting {unknown[0]!r} for {model}; "
+                         f"recipe has {sorted(recipe)}")
+    return {**recipe, **overrides}
