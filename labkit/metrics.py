@@ -1,17 +1,11 @@
-"""What a pruned model costs: counts, sparsity, size (in theory and on disk), MACs, latency.
-
-Sizes in MiB (2**20 bytes; 32-bit values, int32 indices): dense_mib (params of the ORIGINAL
-architecture), nonzero_mib (nonzeros, no indices: a lower bound), csr_mib (counted weights as
-values + column indices + row pointers), bitmask_mib (nonzeros + 1 bit an element), gzip_mib
-(gzipped state dict, no masks), physical_mib (params of THIS model); in csr/bitmask the other
-tensors are dense. MACs = FLOPs / 2 (torch.utils.flop_counter); nonzero_macs scale each
-Conv/Linear layer's MACs by its weight's density.
-"""
+"""What a pruned model costs: counts, sparsity, size (in theory and on disk), MACs, latency
+(the definitions: docs/design.md, "Size", "MACs", "Latency")."""
 from __future__ import annotations
 
 import copy
 import gzip
 import io
+import itertools
 import logging
 import math
 import tempfile
@@ -35,16 +29,13 @@ from torch.utils import benchmark  # noqa: E402  (after the logger above)
 
 MIB = 2 ** 20
 
-
 def count_params(model: nn.Module) -> int:
     """All parameters (weights, biases, norm scales)."""
     return sum(p.numel() for p in model.parameters())
 
-
 def count_nonzero(model: nn.Module) -> int:
     """Nonzero parameters."""
     return sum(int(torch.count_nonzero(p)) for p in model.parameters())
-
 
 def layer_table(model: nn.Module) -> list[dict]:
     """One dict per Conv/Linear layer: layer, shape, params, zeros, sparsity."""
@@ -52,17 +43,15 @@ def layer_table(model: nn.Module) -> list[dict]:
     return [dict(layer=name, shape=tuple(w.shape), params=w.numel(), zeros=z,
                  sparsity=z / w.numel()) for name, w, z in layers]
 
-
 def gzip_bytes(model: nn.Module) -> int:
     """Bytes of the gzipped torch.save of the state dict (without mask buffers)."""
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in weight_state(model).items()}, buf)
     return len(gzip.compress(buf.getvalue(), compresslevel=6))
 
-
 def size_table(model: nn.Module, reference: nn.Module | None = None) -> dict:
-    """The size fields (MiB) of `model`; `reference`: the original dense architecture
-    of a structurally smaller `model` (for dense_mib)."""
+    """{dense, nonzero, csr, bitmask, gzip, physical}_mib of `model` (csr, bitmask: of the
+    Conv/Linear weights, the rest dense); `reference`: the dense original (for dense_mib)."""
     counted = {id(m.weight) for m in prunable(model).values()}
     other = sum(p.numel() for p in model.parameters() if id(p) not in counted) * 4
     nnz = [(int(torch.count_nonzero(m.weight)), m.weight) for m in prunable(model).values()]
@@ -73,25 +62,20 @@ def size_table(model: nn.Module, reference: nn.Module | None = None) -> dict:
                 csr_mib=(other + csr) / MIB, bitmask_mib=(other + bitmask) / MIB,
                 gzip_mib=gzip_bytes(model) / MIB, physical_mib=count_params(model) * 4 / MIB)
 
-
 def disk_mib(model: nn.Module, fmt: str = "best") -> float:
     """MiB on disk of `model` saved by labkit.sparse.save in `fmt`."""
     with tempfile.TemporaryDirectory(prefix="labkit-disk-") as tmp:
         return sparse.save(model, Path(tmp) / "m.lks", fmt)["bytes"] / MIB
-
 
 def disk_report(model: nn.Module) -> dict:
     """{fmt}_disk_mib (sparse.save in csr, bitmask, dense, best) beside size_table's csr_mib,
     bitmask_mib, dense_mib (no buffers, no header) and buffers_mib (buffers but masks)."""
     theory = size_table(model)
     out = {k: theory[k] for k in ("csr_mib", "bitmask_mib", "dense_mib")}
-    for fmt in ("csr", "bitmask", "dense", "best"):
-        out[f"{fmt}_disk_mib"] = disk_mib(model, fmt)
-    buffers = sum(b.numel() * b.element_size() for n, b in model.named_buffers()
-                  if not n.endswith("weight_mask"))
-    out["buffers_mib"] = buffers / MIB
+    out |= {f"{fmt}_disk_mib": disk_mib(model, fmt) for fmt in sparse.FORMATS}
+    out["buffers_mib"] = sum(b.numel() * b.element_size() for n, b in model.named_buffers()
+                             if not n.endswith("weight_mask")) / MIB
     return out
-
 
 @torch.no_grad()
 def macs(model: nn.Module, input_shape: tuple) -> dict:
@@ -109,7 +93,6 @@ def macs(model: nn.Module, input_shape: tuple) -> dict:
                   * (1 - float(torch.count_nonzero(m.weight)) / m.weight.numel())
                   for name, m in prunable(model).items())
     return dict(macs=int(total), nonzero_macs=int(round(total - skipped)))
-
 
 def _fastest(models: dict, input_shape: tuple, *, batch: int, device: str, threads: int | None,
              min_run_time: float, channels_last: bool, rounds: int, compile: bool) -> dict:
@@ -143,7 +126,6 @@ def _fastest(models: dict, input_shape: tuple, *, batch: int, device: str, threa
             best[name] = min(best[name], median)
     return best
 
-
 def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str = "cpu",
             threads: int | None = None, min_run_time: float = 0.5, channels_last: bool = True,
             rounds: int = 1, compile: bool = False) -> float:
@@ -153,7 +135,6 @@ def latency(model: nn.Module, input_shape: tuple, *, batch: int = 1, device: str
     return _fastest({0: model}, input_shape, batch=batch, device=device, threads=threads,
                     min_run_time=min_run_time, channels_last=channels_last, rounds=rounds,
                     compile=compile)[0]
-
 
 def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = None,
             timing: bool = True, batch: int = 1, threads: int | None = None,
@@ -188,7 +169,6 @@ def measure(model: nn.Module, input_shape: tuple, reference: nn.Module | None = 
         out["latency_cuda_ms"] = 1e3 * latency(model, input_shape, device="cuda", **t)
     return out
 
-
 def pareto_front(points) -> list[int]:
     """Indices of the non-dominated finite (cost, accuracy) pairs (lower cost, higher accuracy
     better) by cost, then accuracy descending, then index; exact duplicates all kept."""
@@ -211,7 +191,6 @@ def pareto_front(points) -> list[int]:
             best = pts[i][1]
     return front
 
-
 def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
     """1 - nonzero counted (Conv/Linear) weights of `model` / counted weights of
     `reference`: what is no longer held as nonzeros, removed or zeroed."""
@@ -219,7 +198,6 @@ def relative_sparsity(model: nn.Module, reference: nn.Module) -> float:
     if ref == 0:
         raise ValueError(f"reference {type(reference).__name__} has no Conv/Linear weights")
     return 1 - count_weights(model)[0] / ref
-
 
 def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds: int = 3,
                     threads: int | None = None, min_run_time: float = 0.2,
@@ -229,7 +207,6 @@ def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds:
     return {name: 1e3 * t for name, t in _fastest(
         models, input_shape, batch=batch, device="cpu", threads=threads, min_run_time=min_run_time,
         channels_last=channels_last, rounds=rounds, compile=compile).items()}
-
 
 def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256),
               prune=None, min_run_time: float = 0.3, threads: int | None = None) -> list[dict]:
@@ -256,7 +233,6 @@ def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256)
             rows.append(dict(sparsity=s, batch=b, dense_ms=1e3 * d, csr_ms=1e3 * c, speedup=d / c))
     return rows
 
-
 def crossover(rows: list[dict], batch: int) -> float | None:
     """The lowest sparsity from which CSR stays faster than dense (speedup > 1 there
     and at every higher measured sparsity) for `batch`; None if never."""
@@ -264,9 +240,5 @@ def crossover(rows: list[dict], batch: int) -> float | None:
     if not pts:
         raise ValueError(f"no rows for batch={batch!r}; "
                          f"batches present: {sorted({r['batch'] for r in rows})}")
-    best = None
-    for s, sp in reversed(pts):
-        if sp <= 1:
-            break
-        best = s
-    return best
+    faster = list(itertools.takewhile(lambda p: p[1] > 1, reversed(pts)))
+    return faster[-1][0] if faster else None

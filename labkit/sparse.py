@@ -1,11 +1,7 @@
-"""Really smaller: a sparse file format, and CSR inference (measured in labkit.metrics).
+"""Really smaller: a sparse file format (save, read, load) and CSR inference (to_csr).
 
-:func:`save` writes each Conv/Linear weight as CSR (of the weight viewed as (out, in*k*k)),
-a bitmask or dense ('best': the smallest per tensor), other tensors dense, masks not stored:
-a JSON header (with the payload's sha256) + raw little-endian bytes, written atomically;
-:func:`load` puts the exact weights back. :class:`CSRLinear` computes ``x @ W.T`` with W a
-torch sparse CSR tensor; :func:`to_csr` swaps every Linear of a model for one.
-"""
+A file is MAGIC, the header's length (uint64), a JSON header (tensors, the payload's sha256)
+and the payload: each tensor's raw little-endian parts in header order."""
 from __future__ import annotations
 
 import copy
@@ -17,6 +13,7 @@ import struct
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,40 +25,30 @@ FORMATS = ("csr", "bitmask", "dense", "best")
 _DTYPES = {str(t): t for t in (torch.float32, torch.float16, torch.bfloat16, torch.float64,
                                torch.int64, torch.int32, torch.uint8, torch.bool)}
 
-
 def _raw(t: torch.Tensor) -> bytes:
-    """The bytes of a tensor (contiguous, CPU; bool as uint8)."""
+    """The bytes of a tensor (bool as uint8)."""
     t = t.detach().cpu().contiguous().reshape(-1)
-    t = t.to(torch.uint8) if t.dtype == torch.bool else t
-    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
-
+    return (t.to(torch.uint8) if t.dtype == torch.bool else t).view(torch.uint8).numpy().tobytes()
 
 def _from_raw(buf: bytes, dtype: torch.dtype, shape=(-1,)) -> torch.Tensor:
-    """A tensor of `dtype` and `shape` from `buf` (a copy; the buffer may be freed)."""
+    """A tensor of `dtype` and `shape` copied from `buf`."""
     if not buf:
         return torch.zeros([0 if d == -1 else d for d in shape], dtype=dtype)
     store = torch.uint8 if dtype == torch.bool else dtype
     return torch.frombuffer(bytearray(buf), dtype=store).reshape(shape).to(dtype)
 
-
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     """bool (n,) -> uint8 (ceil(n/8),), bit i of byte j = mask[8j + i]."""
-    flat = mask.flatten().to(torch.uint8)
-    flat = torch.cat([flat, flat.new_zeros((-flat.numel()) % 8)]).view(-1, 8)
-    weights = torch.tensor([1 << i for i in range(8)], dtype=torch.int32)
-    return (flat.to(torch.int32) * weights).sum(1).to(torch.uint8)
-
+    return torch.from_numpy(np.packbits(mask.flatten().bool().numpy(), bitorder="little"))
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     """uint8 (ceil(n/8),) -> bool (n,), the inverse of :func:`pack_bits`."""
-    bits = (packed.to(torch.int32)[:, None] >> torch.arange(8, dtype=torch.int32)) & 1
-    return bits.flatten()[:n].to(torch.bool)
-
+    return torch.from_numpy(np.unpackbits(packed.numpy(), count=n, bitorder="little")).bool()
 
 def _encode(name: str, t: torch.Tensor, fmt: str) -> tuple[dict, list[bytes]]:
-    """Header entry and byte chunks of one tensor in `fmt`: dense (data), csr of t viewed
-    as (rows, rest) (values (nnz,), col (nnz,) int32, rowptr (rows+1,) int32, row-major)
-    or bitmask (values (nnz,), bits (ceil(n/8),) uint8)."""
+    """Header entry and byte chunks of one tensor in `fmt`: dense (data), csr of t viewed as
+    (rows, rest) (values (nnz,), col (nnz,) int32, rowptr (rows+1,) int32) or bitmask (values
+    (nnz,), bits (ceil(n/8),) uint8)."""
     w = t.detach().cpu()
     if fmt == "dense":
         parts = {"data": w}
@@ -78,7 +65,6 @@ def _encode(name: str, t: torch.Tensor, fmt: str) -> tuple[dict, list[bytes]]:
                  parts={k: len(v) for k, v in chunks.items()})
     return entry, list(chunks.values())
 
-
 def _decode(entry: dict, chunks: dict) -> torch.Tensor:
     """The dense tensor of one header entry, from its byte chunks {part: bytes}."""
     dtype, shape = _DTYPES[entry["dtype"]], tuple(entry["shape"])
@@ -86,8 +72,7 @@ def _decode(entry: dict, chunks: dict) -> torch.Tensor:
         return _from_raw(chunks["data"], dtype, shape)
     n, values = math.prod(shape), _from_raw(chunks["values"], dtype)
     if entry["fmt"] == "csr":
-        rows = shape[0]
-        col = _from_raw(chunks["col"], torch.int32).long()
+        rows, col = shape[0], _from_raw(chunks["col"], torch.int32).long()
         rowptr = _from_raw(chunks["rowptr"], torch.int32, (rows + 1,)).long()
         out = torch.zeros(rows, n // rows if rows else 0, dtype=dtype)
         out[torch.repeat_interleave(torch.arange(rows), rowptr[1:] - rowptr[:-1]), col] = values
@@ -95,7 +80,6 @@ def _decode(entry: dict, chunks: dict) -> torch.Tensor:
     out = torch.zeros(n, dtype=dtype)
     out[unpack_bits(_from_raw(chunks["bits"], torch.uint8), n)] = values
     return out.reshape(shape)
-
 
 def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
     """Write `model`'s weights (no masks) to `path` atomically, Conv/Linear weights in `fmt`
@@ -122,7 +106,6 @@ def save(model: nn.Module, path: Path | str, fmt: str = "best") -> dict:
     return dict(path=Path(path), bytes=len(blob), header_bytes=len(MAGIC) + 8 + len(header),
                 formats={e["name"]: e["fmt"] for e in entries if e["name"] in counted})
 
-
 def read(path: Path | str) -> dict[str, torch.Tensor]:
     """The dense state dict in a sparse file; ValueError naming the file when it is not
     one, is truncated or fails its checksum."""
@@ -146,7 +129,6 @@ def read(path: Path | str) -> dict[str, torch.Tensor]:
         state[entry["name"]], pos = _decode(entry, parts), ends[-1]
     return state
 
-
 @torch.no_grad()
 def load(model: nn.Module, path: Path | str, masks: bool = False) -> nn.Module:
     """Load a sparse file into `model` (same architecture) in place and return it; masks:
@@ -167,11 +149,9 @@ def load(model: nn.Module, path: Path | str, masks: bool = False) -> nn.Module:
             set_mask(m, m.weight != 0)
     return model
 
-
 class CSRLinear(nn.Module):
     """y = x @ W.T (+ b), W (out, in) a sparse CSR tensor: x (B, in) -> y (B, out) as
     (W_csr @ x.T).T with torch's sparse kernels. Inference only."""
-
     def __init__(self, linear: nn.Linear):
         super().__init__()
         if not isinstance(linear, nn.Linear):
@@ -192,7 +172,7 @@ class CSRLinear(nn.Module):
         y = torch.sparse.mm(self.weight, x.t()).t()
         return y + self.bias if self.bias is not None else y
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo):   # deepcopy cannot copy a sparse CSR tensor: clone it
         new = CSRLinear.__new__(CSRLinear)
         nn.Module.__init__(new)
         new.weight = self.weight.clone()
@@ -201,11 +181,9 @@ class CSRLinear(nn.Module):
         return new
 
     def extra_repr(self) -> str:
-        """The sizes and sparsity shown in print(model)."""
         nnz = self.weight.values().numel()
         sparsity = 1 - nnz / (self.in_features * self.out_features)
         return f"in={self.in_features}, out={self.out_features}, nnz={nnz} ({sparsity:.1%} sparse)"
-
 
 def to_csr(model: nn.Module) -> nn.Module:
     """A CPU eval copy of `model` whose nn.Linear layers are CSRLinear (others kept)."""

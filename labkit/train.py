@@ -1,5 +1,4 @@
-"""Training: fit (fused SGD, channels_last, bf16 autocast where config says so, after-step
-hooks), evaluate, fine-tune, and ``dense``: trained dense models cached under a hash."""
+"""Training: fit (fused SGD, channels_last, bf16 autocast, hooks), evaluate, cached dense models."""
 from __future__ import annotations
 
 import contextlib
@@ -27,15 +26,12 @@ NAN_CHECK_EVERY = 50   # steps between (syncing) non-finite loss checks
 GROUP_KEYS = ("lr_scale", "momentum", "weight_decay")   # what a param_groups entry may set
 SPEED_ONLY = ("compile",)   # fit settings that change speed, not the trained model
 
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
-
 class EMA:
-    """After-step hook averaging the parameters (avg: one tensor like each p): update t = 1, 2,
-    ... does avg <- d * avg + (1 - d) * p, d = min(decay, (1 + t) / (10 + t)); not the buffers."""
-
+    """After-step hook averaging the parameters (not the buffers): update t = 1, 2, ... does
+    avg <- d * avg + (1 - d) * p, d = min(decay, (1 + t) / (10 + t))."""
     def __init__(self, model: nn.Module, decay: float):
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
             raise ValueError(f"ema decay={decay!r} must be a number strictly between 0 and 1")
@@ -56,12 +52,10 @@ class EMA:
         torch._foreach_copy_(self.params, self.avg)
         self.avg = live
 
-
 @dataclass
 class History:
     """Per-epoch dicts of one fit: epoch, train_loss, train_acc, val_acc, lr, seconds,
-    images_per_s. Medians leave out the first epoch (warm-up) when they can."""
-
+    images_per_s. The medians leave out the first epoch (warm-up) when they can."""
     epochs: list = field(default_factory=list)
 
     @property
@@ -74,29 +68,22 @@ class History:
         return t[len(t) // 2] if t else float("nan")
 
     def seconds_per_epoch(self) -> float:
-        """Median wall time of an epoch."""
         return self._median("seconds")
 
     def images_per_s(self) -> float:
-        """Median training throughput (images/s)."""
         return self._median("images_per_s")
 
     def timing(self) -> str:
         """'x.xx s/epoch, N images/s' for the notebook's speed line."""
         return f"{self.seconds_per_epoch():.2f} s/epoch, {self.images_per_s():,.0f} images/s"
 
-
 def _autocast(device: torch.device):
-    """bf16 autocast where config.autocast_dtype says so (CUDA, CPUs with native bf16)."""
     dtype = config.autocast_dtype(device)
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
-
 def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """`model` on `device`; conv models channels_last when asked."""
     model = model.to(device)
     return to_channels_last(model) if channels_last and has_conv(model) else model
-
 
 @torch.no_grad()
 def predict(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
@@ -116,21 +103,17 @@ def predict(model: nn.Module, data: Data, split: str = "test", batch_size: int =
     model.train(was_training)
     return torch.cat(out)
 
-
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Data, split: str = "test", batch_size: int = 1000,
              tta: bool = False) -> float:
-    """Top-1 accuracy (a fraction) of `model` on one split of `data` (train, val, test,
-    holdout, official); `tta`: flipped-image test-time augmentation (see predict)."""
+    """Top-1 accuracy (a fraction) of `model` on one split of `data`; `tta`: see predict."""
     labels = getattr(data, split).y
     return (predict(model, data, split, batch_size, tta) == labels).sum().item() / len(labels)
-
 
 def evaluator(data: Data, split: str = "val", batch_size: int = 250) -> Callable:
     """A function model -> accuracy (fp32, eval mode) on the whole `split` of `data`, whose
     normalised batches are built once; for a part, pass data.subset(n, split, seed=None)."""
-    batches = list(data.loader(split, batch_size))
-    n = len(getattr(data, split))
+    batches, n = list(data.loader(split, batch_size)), len(getattr(data, split))
     @torch.no_grad()
     def accuracy(model: nn.Module) -> float:
         was = model.training
@@ -140,12 +123,9 @@ def evaluator(data: Data, split: str = "val", batch_size: int = 250) -> Callable
         return correct / n
     return accuracy
 
-
 def official(model: nn.Module, data: Data) -> float | None:
-    """Accuracy on data.official (the partial official test set Data.holdout_as_test
-    keeps beside a held-out test split); None without one."""
+    """Accuracy on data.official (see Data.holdout_as_test); None without one."""
     return evaluate(model, data, "official") if data.official is not None else None
-
 
 def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> float:
     """Learning rate at `step` of `total`: linear warm-up over the first `warmup`
@@ -158,7 +138,6 @@ def lr_at(step: int, total: int, lr: float, warmup: float, schedule: str) -> flo
     t = (step - w) / max(1, total - w)
     return lr * (1 - t) if schedule == "linear" else lr * 0.5 * (1 + math.cos(math.pi * t))
 
-
 def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
         nesterov: bool = True, param_groups=None) -> torch.optim.SGD:
     """fit's optimiser: fused SGD, weight decay on weights (ndim > 1) only, Nesterov. param_groups:
@@ -169,27 +148,26 @@ def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: flo
         raise ValueError(f"param_groups must be a list of dicts, got {type(param_groups).__name__}")
     owned, special, taken = {id(p) for p in model.parameters()}, [], set()
     for i, group in enumerate(param_groups or ()):
+        where = f"param_groups[{i}]"
         if not isinstance(group, dict) or "params" not in group:
-            raise ValueError(f"param_groups[{i}] (a {type(group).__name__}) must be a dict "
-                             "with 'params'")
+            raise ValueError(f"{where} (a {type(group).__name__}) must be a dict with 'params'")
         extra = sorted(set(group) - {"params", *GROUP_KEYS})
         if extra:
-            raise ValueError(f"param_groups[{i}] has unknown keys {extra}; allowed: params, "
+            raise ValueError(f"{where} has unknown keys {extra}; allowed: params, "
                              + ", ".join(GROUP_KEYS))
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
         ids = {id(p) for p in params}
         if not params or len(ids) < len(params) or not ids <= owned:
-            raise ValueError(f"param_groups[{i}]['params'] must be distinct parameters of the "
-                             f"model (got {len(params)}, {len(ids & owned)} distinct of it)")
+            raise ValueError(f"{where}['params'] must be distinct parameters of the model "
+                             f"(got {len(params)}, {len(ids & owned)} distinct of it)")
         for key in GROUP_KEYS:
-            v = group.get(key, 1.0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-                    v > 0 if key == "lr_scale" else v >= 0):
-                sign = "positive" if key == "lr_scale" else "non-negative"
-                raise ValueError(f"param_groups[{i}]['{key}']={v!r} must be a {sign} number")
+            v, sign = group.get(key, 1.0), "positive" if key == "lr_scale" else "non-negative"
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not (number and (v > 0 if key == "lr_scale" else v >= 0)):
+                raise ValueError(f"{where}['{key}']={v!r} must be a {sign} number")
         if ids & taken:
-            raise ValueError(f"param_groups[{i}] repeats a parameter of an earlier group")
+            raise ValueError(f"{where} repeats a parameter of an earlier group")
         taken |= ids
         g = {**group, "params": params}
         g.setdefault("weight_decay", weight_decay if all(p.ndim > 1 for p in params) else 0.0)
@@ -198,15 +176,13 @@ def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: flo
         special.append(g)
     rest = [p for p in model.parameters() if id(p) not in taken]
     groups = [{"params": [p for p in rest if p.ndim > 1], "weight_decay": weight_decay},
-              {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0}]
-    for g in groups + special:
+              {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0}] + special
+    for g in groups:
         g.setdefault("lr_scale", 1.0)
         g["lr"] = lr * g["lr_scale"]
-    device = next(model.parameters()).device
-    return torch.optim.SGD(groups + special, lr=lr, momentum=momentum,
-                           nesterov=nesterov and momentum > 0,
-                           fused=True if device.type in ("cpu", "cuda") else None)
-
+    fused = True if next(model.parameters()).device.type in ("cpu", "cuda") else None
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                           fused=fused)
 
 def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int,
         momentum: float = 0.9, weight_decay: float = 5e-4, nesterov: bool = True,
@@ -220,8 +196,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     then the masks are re-applied (pruned weights stay zero) and ema (a decay in (0, 1)) updates
     the average: val_acc is of it, and it is left in the model (with the last BN statistics).
     param_groups: see sgd (lr: lr_at(...) * lr_scale). Raises TrainingDiverged on a NaN loss."""
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs={epochs!r} must be a non-negative integer")
+    config.check_int("epochs", epochs, 0)
     config.check_choice("schedule", schedule, ("linear", "cosine", "constant"))
     if not lr > 0:
         raise ValueError(f"lr={lr!r} must be positive")
@@ -263,10 +238,9 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if hooks:
-                with torch.no_grad():
-                    for hook in hooks:
-                        hook(model, step)
+            with torch.no_grad():
+                for hook in hooks:
+                    hook(model, step)
             losses[i] = loss.detach()
             correct += (out.argmax(1) == y).sum()
             step += 1
@@ -289,13 +263,12 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
                       train_acc=correct.item() / max(1, n_img), val_acc=val_acc, lr=lr,
                       seconds=seconds, images_per_s=n_img / seconds if seconds > 0 else math.nan)
         history.epochs.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record['val_acc']:.4f}",
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{val_acc:.4f}",
                         ips=f"{record['images_per_s']:,.0f}")
     if averaged:
         averaged.swap()
         enforce(model)
     return history
-
 
 def fine_tune(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int,
               **kw) -> History:
@@ -304,7 +277,6 @@ def fine_tune(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_siz
     history = fit(model, data, epochs=epochs, lr=lr, batch_size=batch_size, **kw)
     enforce(model)
     return history
-
 
 def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) -> str:
     """Hash of everything that determines a trained dense model; `hp`: fit's settings, less
@@ -315,18 +287,15 @@ def cache_key(model_name: str, width: float, data: Data, hp: dict, seed: int) ->
                            device=data.train.x.device.type), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-
 def _recipe(model_name: str, profile: str, **overrides) -> tuple[float, dict]:
     """(width, fit's settings) of the dense recipe with non-None `overrides`."""
     hp = recipes.dense(model_name, profile, **overrides)
     return hp.pop("width"), hp
 
-
 def dense_key(model_name: str, data: Data, profile: str, *, seed: int = 0, **overrides) -> str:
     """The cache key of the dense model that :func:`dense` gives for the same arguments."""
     width, hp = _recipe(model_name, profile, **overrides)
     return cache_key(model_name, width, data, hp, seed)
-
 
 def dense(model_name: str, data: Data, profile: str, *, seed: int = 0, progress: bool = True,
           use_cache: bool = True, **overrides) -> tuple[nn.Module, History]:
