@@ -1,33 +1,27 @@
-"""The labs' networks, each with a width multiplier: MLP 784-1000-1000-500-200-10 without
-biases (fc1..fc5); VGG for CIFAR-10 (backbone.conv0..conv7 3x3 conv-bn-relu without conv bias,
-VGG_PLAN, spatial mean, classifier Linear(512, 10): 9,228,362 params); ResNet-18, CIFAR variant
-(3x3 stem, no max-pool): 11,173,962 params."""
-from __future__ import annotations
-
+"""The labs' networks, each with a width multiplier: a bias-free MLP (fc1..fc5), a VGG
+(backbone.conv0..conv7, bn0..bn7, classifier) and ResNet-18, all for 28x28 or 32x32 inputs."""
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
-MLP_HIDDEN = (1000, 1000, 500, 200)
-VGG_PLAN = (64, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+from .config import check_choice
 
+MLP_HIDDEN = (1000, 1000, 500, 200)
+VGG_CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)   # a 2x2 max-pool after every second conv
 
 def scaled(c: int, width: float) -> int:
     """Channels/units after the width multiplier (at least 1)."""
     return max(1, int(round(c * width)))
-
 
 def _check_width(width) -> float:
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
         raise ValueError(f"width={width!r} must be a positive number (1.0 = original size)")
     return float(width)
 
-
 class MLP(nn.Sequential):
     """Flatten -> fc1 -> relu -> ... -> fc5: (B, 1, 28, 28) or (B, 784) -> (B, classes).
     `hidden`: the hidden sizes (physically pruned MLPs); else MLP_HIDDEN scaled by `width`."""
-
     def __init__(self, width: float = 1.0, hidden: tuple | None = None, in_features: int = 784,
                  num_classes: int = 10, bias: bool = False):
         width = _check_width(width)
@@ -39,39 +33,31 @@ class MLP(nn.Sequential):
         super().__init__(OrderedDict(layers[:-1]))   # no relu after the last layer
         self.hidden, self.in_features, self.num_classes = hidden, in_features, num_classes
 
-
 class VGG(nn.Module):
     """VGG for 32x32 inputs: x (B, 3, 32, 32) -> logits (B, classes). `channels`: each
-    conv's output channels (channel-pruned models); else VGG_PLAN scaled by `width`."""
-
+    conv's output channels (channel-pruned models); else VGG_CHANNELS scaled by `width`."""
     def __init__(self, width: float = 1.0, channels: tuple | None = None, num_classes: int = 10,
                  in_channels: int = 3):
         super().__init__()
         width = _check_width(width)
-        plan = [c if c == "M" else scaled(c, width) for c in VGG_PLAN]
-        if channels is not None:
-            it = iter(channels)
-            plan = [c if c == "M" else next(it) for c in plan]
-        layers, c_in, conv, pool = [], in_channels, 0, 0
-        for c in plan:
-            if c == "M":
-                layers.append((f"pool{pool}", nn.MaxPool2d(2)))
-                pool += 1
-                continue
-            layers += [(f"conv{conv}", nn.Conv2d(c_in, c, 3, padding=1, bias=False)),
-                       (f"bn{conv}", nn.BatchNorm2d(c)), (f"relu{conv}", nn.ReLU(inplace=True))]
-            c_in, conv = c, conv + 1
+        if channels is None:
+            channels = [scaled(c, width) for c in VGG_CHANNELS]
+        self.channels = tuple(channels)
+        layers, c_in = [], in_channels
+        for i, c in enumerate(self.channels):
+            layers += [(f"conv{i}", nn.Conv2d(c_in, c, 3, padding=1, bias=False)),
+                       (f"bn{i}", nn.BatchNorm2d(c)), (f"relu{i}", nn.ReLU(inplace=True))]
+            if i % 2:
+                layers.append((f"pool{i // 2}", nn.MaxPool2d(2)))
+            c_in = c
         self.backbone = nn.Sequential(OrderedDict(layers))
         self.classifier = nn.Linear(c_in, num_classes)
-        self.channels = tuple(c for c in plan if c != "M")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.backbone(x).mean(dim=(2, 3)))
 
-
 class BasicBlock(nn.Module):
     """Two 3x3 conv-bn layers with an identity (or 1x1 conv-bn) shortcut."""
-
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
@@ -87,10 +73,8 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
         return torch.relu(out + self.shortcut(x))
 
-
 class ResNet18(nn.Module):
     """ResNet-18 for 32x32 inputs (3x3 stem, no max-pool). x (B, 3, 32, 32) -> (B, classes)."""
-
     def __init__(self, width: float = 1.0, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
         width = _check_width(width)
@@ -107,21 +91,20 @@ class ResNet18(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.linear(x.mean(dim=(2, 3)))
 
+MODELS = {"mlp": MLP, "vgg": VGG, "resnet18": ResNet18}
+
+def build(name: str, width: float = 1.0, **kw) -> nn.Module:
+    """A fresh model by name ('mlp', 'vgg', 'resnet18') at `width`."""
+    check_choice("model", name, MODELS)
+    return MODELS[name](width=width, **kw)
 
 def has_conv(model: nn.Module) -> bool:
     """True when `model` has a Conv2d, i.e. the channels_last layout applies."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
-
-# Why some convolutions stay NCHW: oneDNN (PyTorch's CPU convolution backend) computes the
-# weight gradient of a 1x1 stride > 1 convolution by copying the strided input pixels into a
-# per-thread workspace; with a channels_last input and fewer input channels (a group) than the
-# kernel's channel block (8 AVX2, 16 AVX-512) that copy writes past it (oneDNN issue 6035,
-# oneDNN 3.12 in torch 2.14/2.15): on AVX2-only CPUs backward hangs or gives wrong gradients.
-# The smoke ResNet-18's first shortcut (4 -> 8, stride 2) is one. NCHW is not affected and
-# these layers are tiny: labkit keeps exactly them NCHW.
+# oneDNN's channels_last weight gradient of a 1x1 stride > 1 conv with fewer input channels a
+# group than this writes past its workspace (issue 6035): such convs stay NCHW (docs/design.md).
 ONEDNN_SAFE_CHANNELS = 16   # the largest channel block of oneDNN's x86 1x1 kernels
-
 
 def _nchw(t: torch.Tensor) -> torch.Tensor:
     """`t` with NCHW strides (not t.contiguous(): a channels_last (C_out, C_in, 1, 1)
@@ -129,16 +112,13 @@ def _nchw(t: torch.Tensor) -> torch.Tensor:
     strides = torch.empty(t.shape, device="meta").stride()
     return t if t.stride() == strides else t.clone(memory_format=torch.contiguous_format)
 
-
 def _nchw_input(module: nn.Conv2d, args: tuple) -> tuple:
     """Forward pre-hook of an affected conv: NCHW input (B, C, H, W) and weight."""
     module.weight.data = _nchw(module.weight.data)   # undoes a later model.to(channels_last)
     return tuple(_nchw(a) if isinstance(a, torch.Tensor) else a for a in args)
 
-
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """`model` (in place) channels_last, except 1x1 stride > 1 convolutions with fewer than
-    ONEDNN_SAFE_CHANNELS input channels a group: NCHW weights and inputs (see the note above)."""
+    """`model` channels_last (in place), except the convs above: NCHW weights and inputs."""
     model = model.to(memory_format=torch.channels_last)
     for m in model.modules():
         if (isinstance(m, nn.Conv2d) and all(k == 1 for k in m.kernel_size)
@@ -149,30 +129,17 @@ def to_channels_last(model: nn.Module) -> nn.Module:
                 m.register_forward_pre_hook(_nchw_input)
     return model
 
-
 @torch.no_grad()
 def check_input(model: nn.Module, shape: tuple) -> None:
     """Raise ValueError naming `shape` when `model` cannot take (2, *shape) inputs."""
     if not isinstance(shape, (tuple, list)) or not all(isinstance(s, int) and s > 0 for s in shape):
         raise ValueError(f"input shape {shape!r} must be a tuple of positive ints, "
                          "e.g. (3, 32, 32)")
-    p = next(model.parameters())
-    was_training = model.training
-    model.eval()
+    p, was_training = next(model.parameters()), model.training
     try:
-        model(torch.zeros((2, *shape), device=p.device, dtype=p.dtype))
+        model.eval()(torch.zeros((2, *shape), device=p.device, dtype=p.dtype))
     except RuntimeError as e:
         raise ValueError(f"input shape {tuple(shape)} does not fit {type(model).__name__}: "
                          f"{str(e).splitlines()[0]}") from None
     finally:
         model.train(was_training)
-
-
-MODELS = {"mlp": MLP, "vgg": VGG, "resnet18": ResNet18}
-
-
-def build(name: str, width: float = 1.0, **kw) -> nn.Module:
-    """A fresh model by name ('mlp', 'vgg', 'resnet18') at `width`."""
-    if name not in MODELS:
-        raise ValueError(f"model={name!r} is not one of {tuple(MODELS)}")
-    return MODELS[name](width=width, **kw)

@@ -1,6 +1,5 @@
-"""Pruning primitives: masks and the functions that choose them. None of them trains
-(methods that prune and train are in labkit.methods). Sparsities are absolute (zeros after
-the call)."""
+"""Pruning primitives that never train (labkit.methods prunes and trains); sparsities are
+absolute: the fraction of zeros after the call."""
 from .channels import (channel_prune, check_keep, expand_vgg, l2_ranking, mask_channels,
                        shrink_vgg, sort_channels, uniform_keep)
 from .magnitude import n_zeros, prune_global, prune_layer, prune_per_tensor

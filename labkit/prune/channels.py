@@ -1,18 +1,16 @@
-"""Channel removal in the VGG, as a mask and as a smaller model; a plan is {conv index: kept
-channels (k,)}. Removing channel j of conv i removes filter j, bn i's entry j and input channel j
-of the next layer; its masked twin zeroes filter j AND bn i's weight and bias at j (a zero filter
-alone still outputs BN's bias), so both compute the same in eval mode."""
+"""Channel removal in the VGG, as a smaller model and as its masked twin; a plan is {conv index:
+kept channels (k,)}. The twin masks filter j of conv i and zeroes bn i's weight and bias at j (a
+zero filter alone still outputs BN's bias), so both compute the same in eval mode."""
 import copy
 
 import torch
 from torch import nn
 
-from ..config import check_fraction
+from ..config import check_choice, check_fraction
 from ..models import VGG
 from .masks import current_mask, put, set_mask, take
 
 BN = ("weight", "bias", "running_mean", "running_var")
-
 
 def convs(model: VGG) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
     """[(conv_i, bn_i)] in order."""
@@ -21,6 +19,16 @@ def convs(model: VGG) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
     return [(getattr(model.backbone, f"conv{i}"), getattr(model.backbone, f"bn{i}"))
             for i in range(len(model.channels))]
 
+def _conv_index(model: VGG, name) -> int:
+    """Conv index of `name` ('backbone.conv3', 'conv3' or 3); a clear error for anything else."""
+    n = len(model.channels)
+    if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < n:
+        return name
+    short = name.removeprefix("backbone.") if isinstance(name, str) else ""
+    if short.startswith("conv") and short[4:].isdigit() and int(short[4:]) < n:
+        return int(short[4:])
+    raise ValueError(f"unknown conv layer {name!r}; the VGG's prunable convs are "
+                     f"{[f'backbone.conv{i}' for i in range(n)]} (or their indices 0..{n - 1})")
 
 def check_keep(model: VGG, keep: dict) -> dict[int, torch.Tensor]:
     """A checked plan {conv index (keys as :func:`_conv_index`): sorted unique channels (k,)}."""
@@ -39,34 +47,29 @@ def check_keep(model: VGG, keep: dict) -> dict[int, torch.Tensor]:
         out[i] = idx.sort().values
     return out
 
-
 def _full(model: VGG, keep: dict) -> list[torch.Tensor]:
     """The checked plan for every conv (all channels where `keep` has none), on model's device."""
     keep, dev = check_keep(model, keep), next(model.parameters()).device
     return [keep.get(i, torch.arange(c)).to(dev) for i, c in enumerate(model.channels)]
 
-
 @torch.no_grad()
 def shrink_vgg(model: VGG, keep: dict) -> VGG:
-    """A physically smaller VGG with channels keep[i] of conv i (all for convs not in `keep`),
-    equal to mask_channels(model, keep); masks come along, sliced, so they hold when trained."""
+    """The physically smaller VGG equal to mask_channels(model, keep), with the masks sliced."""
     full = _full(model, keep)
     small = VGG(channels=tuple(len(k) for k in full), num_classes=model.classifier.out_features)
     small = small.to(next(model.parameters()).device).train(model.training)
-    for i, ((c, bn), (sc, sbn)) in enumerate(zip(convs(model), convs(small))):
-        take(c, sc, full[i], full[i - 1] if i > 0 else None)
+    for (c, bn), (sc, sbn), rows, cols in zip(convs(model), convs(small), full, [None, *full]):
+        take(c, sc, rows, cols)
         for name in BN:
-            getattr(sbn, name).copy_(getattr(bn, name)[full[i]])
+            getattr(sbn, name).copy_(getattr(bn, name)[rows])
         sbn.num_batches_tracked.copy_(bn.num_batches_tracked)
     take(model.classifier, small.classifier, None, full[-1])
     small.classifier.bias.copy_(model.classifier.bias)
     return small
 
-
 @torch.no_grad()
 def mask_channels(model: VGG, keep: dict) -> VGG:
-    """In place: mask the removed channels' filters (on top of any mask) and zero their BN
-    weight and bias, so each removed channel outputs exactly 0. Returns model."""
+    """In place: mask the removed channels' filters (on any mask), zero their BN weight and bias."""
     keep, pairs = check_keep(model, keep), convs(model)
     for i in sorted(keep):
         c, bn = pairs[i]
@@ -77,53 +80,35 @@ def mask_channels(model: VGG, keep: dict) -> VGG:
         bn.bias.mul_(alive)
     return model
 
-
 @torch.no_grad()
 def expand_vgg(small: VGG, keep: dict, channels: tuple) -> VGG:
-    """The masked VGG of the original `channels` equal to `small`: small's weights (and masks) at
-    the kept positions, masks False elsewhere (masks only grow across the round trip)."""
+    """The masked VGG of `channels` equal to `small`: small's weights and masks at kept places."""
     big = VGG(channels=tuple(channels), num_classes=small.classifier.out_features)
     big = big.to(next(small.parameters()).device).train(small.training)
     full = _full(big, keep)
     dev = full[0].device
-    for i, ((c, bn), (sc, sbn)) in enumerate(zip(convs(big), convs(small))):
-        cols = full[i - 1] if i > 0 else torch.arange(c.in_channels, device=dev)
-        put(sc, c, full[i], cols)
+    first = torch.arange(big.backbone.conv0.in_channels, device=dev)
+    for (c, bn), (sc, sbn), rows, cols in zip(convs(big), convs(small), full, [first, *full]):
+        put(sc, c, rows, cols)
         for name in BN:
             stat = getattr(bn, name).fill_(1.0 if name == "running_var" else 0.0)
-            stat[full[i]] = getattr(sbn, name)
+            stat[rows] = getattr(sbn, name)
     every_row = torch.arange(big.classifier.out_features, device=dev)
     put(small.classifier, big.classifier, every_row, full[-1])
     big.classifier.bias.copy_(small.classifier.bias)
     return mask_channels(big, keep)
 
-
 def l2_ranking(model: VGG, i: int, by: str = "next") -> torch.Tensor:
     """Channels of conv i, most important first (C_i,): by the L2 norm of the next layer's
     input-channel weights (by='next', lab 02's criterion) or of conv i's filters (by='filter')."""
     pairs = convs(model)
-    if by == "next":
-        w = pairs[i + 1][0].weight if i + 1 < len(pairs) else model.classifier.weight
-        w = w.detach().transpose(0, 1)
-    elif by == "filter":
+    check_choice("by", by, ("next", "filter"))
+    if by == "filter":
         w = pairs[i][0].weight.detach()
     else:
-        raise ValueError(f"by={by!r} is not one of ('next', 'filter')")
+        w = pairs[i + 1][0].weight if i + 1 < len(pairs) else model.classifier.weight
+        w = w.detach().transpose(0, 1)
     return torch.argsort(w.reshape(w.shape[0], -1).norm(dim=1), descending=True, stable=True)
-
-
-def _conv_index(model: VGG, name) -> int:
-    """Conv index of `name` ('backbone.conv3', 'conv3' or 3); a clear error for anything else."""
-    n = len(model.channels)
-    if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < n:
-        return name
-    if isinstance(name, str):
-        short = name[len("backbone."):] if name.startswith("backbone.") else name
-        if short.startswith("conv") and short[4:].isdigit() and int(short[4:]) < n:
-            return int(short[4:])
-    raise ValueError(f"unknown conv layer {name!r}; the VGG's prunable convs are "
-                     f"{[f'backbone.conv{i}' for i in range(n)]} (or their indices 0..{n - 1})")
-
 
 def uniform_keep(model: VGG, ratio) -> dict[int, torch.Tensor]:
     """The naive plan: the FIRST round(c * (1 - r)) channels of each conv, removing a fraction
@@ -143,18 +128,15 @@ def uniform_keep(model: VGG, ratio) -> dict[int, torch.Tensor]:
                              f"(round({c} x {1 - r:.3f}) = 0); use a smaller ratio")
     return keep
 
-
 def _permute(module: nn.Module, perm: torch.Tensor, dim: int) -> None:
     """Reorder module's weight (and mask) along `dim` by `perm` (C,)."""
     module.weight.copy_(module.weight.index_select(dim, perm))
     if hasattr(module, "weight_mask"):
         module.weight_mask = module.weight_mask.index_select(dim, perm)
 
-
 @torch.no_grad()
 def sort_channels(model: VGG) -> VGG:
-    """An equal copy whose convs but the last have their output channels sorted by
-    :func:`l2_ranking`, most important first; BN entries, masks and next-layer inputs follow."""
+    """An equal copy with each conv's channels (but the last conv's) in :func:`l2_ranking` order."""
     out = copy.deepcopy(model)
     pairs = convs(out)
     for i in range(len(pairs) - 1):
@@ -165,9 +147,7 @@ def sort_channels(model: VGG) -> VGG:
             getattr(pairs[i][1], name).copy_(getattr(pairs[i][1], name)[perm])
     return out
 
-
 def channel_prune(model: VGG, ratio, sort: bool = False) -> VGG:
-    """A smaller VGG (`model` untouched) keeping the plan of :func:`uniform_keep`: the first (naive)
-    or, with sort=True, the most important channels. ratio 0 returns an equal copy."""
+    """A smaller VGG keeping :func:`uniform_keep`'s first or, sorted, most important channels."""
     src = sort_channels(model) if sort else model
     return shrink_vgg(src, uniform_keep(src, ratio))

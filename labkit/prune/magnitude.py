@@ -1,17 +1,14 @@
-"""Magnitude (L1) pruning, per tensor and global. ``sparsity`` is absolute: round(sparsity * n)
-of the n weights are zero after the call (Python's round, as torch.nn.utils.prune). Weights
-pruned before rank below every live weight, so they stay pruned."""
+"""Magnitude (L1) pruning, per tensor and global: round(sparsity * n) of the n weights are zero
+after the call; weights pruned before rank below every live one, so they stay pruned."""
 import torch
 from torch import nn
 
 from ..config import check_fraction
 from .masks import current_mask, layer, prunable, set_mask
 
-
 def n_zeros(sparsity: float, n: int) -> int:
     """How many of `n` weights are zero at `sparsity`: round(sparsity * n)."""
     return int(round(sparsity * n))
-
 
 def lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Keep-mask (bool, scores' shape (n,)) dropping the k lowest scores (ties: lowest index)."""
@@ -19,19 +16,16 @@ def lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
     keep[torch.argsort(scores, stable=True)[:k]] = False
     return keep
 
-
 def check_grow(where: str, already: int, k: int, sparsity: float, what: str = "weights") -> None:
     """ValueError when `k` pruned `what` would un-prune some of the `already` pruned ones."""
     if k < already:
         raise ValueError(f"{where} already has {already} pruned {what}; sparsity={sparsity} asks "
                          f"for {k} and would un-prune {what} (masks only grow)")
 
-
 def _scores(module: nn.Module) -> torch.Tensor:
     """|w| flattened (n,), already-pruned weights at -1 so they go first."""
     s = module.weight.detach().abs().flatten().float()
     return s.masked_fill(~current_mask(module).flatten(), -1.0)
-
 
 def _checked(model: nn.Module, name: str, sparsity) -> tuple[nn.Module, int]:
     """(layer, zeros) to prune `name` to `sparsity`, checked: fraction, name, masks only grow."""
@@ -41,8 +35,6 @@ def _checked(model: nn.Module, name: str, sparsity) -> tuple[nn.Module, int]:
     check_grow(f"layer {name!r}", int((~current_mask(m)).sum()), k, sparsity)
     return m, k
 
-
-@torch.no_grad()
 def prune_layer(model: nn.Module, name: str, sparsity: float) -> torch.Tensor:
     """Prune layer `name` to `sparsity` by |weight|; returns its bool keep-mask (weight's shape)."""
     m, k = _checked(model, name, sparsity)
@@ -50,10 +42,9 @@ def prune_layer(model: nn.Module, name: str, sparsity: float) -> torch.Tensor:
     set_mask(m, mask)
     return mask
 
-
 def prune_per_tensor(model: nn.Module, sparsity, layers=None) -> dict[str, torch.Tensor]:
-    """Prune each layer by its own |w|: one fraction for `layers` (default all Conv/Linear) or
-    {layer: fraction}. The whole plan is checked first (all layers or none). {layer: keep-mask}."""
+    """Prune each of `layers` (default all Conv/Linear) to `sparsity`, or to {layer: sparsity},
+    by its own |w|; all are checked before any is pruned. Returns {layer: keep-mask}."""
     if isinstance(sparsity, dict) and layers is not None:
         raise ValueError("give either a per-layer sparsity dict or `layers`, not both")
     plan = (dict(sparsity) if isinstance(sparsity, dict)
@@ -62,22 +53,17 @@ def prune_per_tensor(model: nn.Module, sparsity, layers=None) -> dict[str, torch
         _checked(model, name, s)
     return {name: prune_layer(model, name, s) for name, s in plan.items()}
 
-
-@torch.no_grad()
 def prune_global(model: nn.Module, sparsity: float, layers=None) -> dict[str, torch.Tensor]:
-    """Zero the round(sparsity * N) smallest |w| over all `layers` together (default every
-    Conv/Linear). Returns {layer: keep-mask (weight's shape)}."""
+    """Prune the N weights of `layers` (default all Conv/Linear) together by |w|. {layer: mask}."""
     sparsity = check_fraction("sparsity", sparsity)
-    names = list(prunable(model)) if layers is None else list(layers)
-    if not names:
+    modules = {n: layer(model, n) for n in (prunable(model) if layers is None else layers)}
+    if not modules:
         raise ValueError("no layers to prune")
-    modules = {n: layer(model, n) for n in names}
     scores = torch.cat([_scores(m).cpu() for m in modules.values()])
     k = n_zeros(sparsity, scores.numel())
     check_grow("model", int((scores < 0).sum()), k, sparsity)
     keep = lowest(scores, k).split([m.weight.numel() for m in modules.values()])
-    masks = {}
-    for (name, m), kept in zip(modules.items(), keep):
-        masks[name] = kept.view_as(m.weight)
+    masks = {name: kept.view_as(m.weight) for (name, m), kept in zip(modules.items(), keep)}
+    for name, m in modules.items():
         set_mask(m, masks[name])
     return masks
