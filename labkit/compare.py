@@ -1,11 +1,6 @@
-"""Lab 05's comparison: every pruning method on one frontier.
-
-Each method (labkit.methods.prune_to) prunes a copy of the same dense model to each
-compression factor c of a list (c = 2: half the dense model's nonzero Conv/Linear weights),
-gets the SAME fine-tuning Budget, is evaluated on the test set and measured
-(labkit.results.measure). One row per (model, method, compression, seed) goes to
-results.jsonl, with the budget and a hash of the methods' settings (:func:`knobs_key`).
-"""
+"""Lab 05's comparison: every method (methods.prune_to) prunes a copy of one dense model to
+each compression factor c (2: half the dense nonzero Conv/Linear weights), gets the SAME
+fine-tuning Budget and is measured (results.measure): one row per (model, method, c, seed)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,16 +9,15 @@ import json
 from torch import nn
 
 from . import config, methods, results, train
-from .methods.registry import check_target, counted, counted_total
+from .methods.registry import check_target
+from .prune.masks import count_weights
 
 VERSION = 2   # bump when a method's code changes what it would measure (old rows stop matching)
-
 
 def knobs_key(knobs: dict) -> str:
     """A short hash of the methods' settings and :data:`VERSION` (timing settings excluded)."""
     keep = {k: v for k, v in sorted(knobs.items()) if k not in ("latency_s", "latency_threads")}
     return hashlib.sha256(json.dumps([VERSION, keep], default=str).encode()).hexdigest()[:12]
-
 
 def check_points(points) -> list[float]:
     """Compression factors (methods.registry.check_target each), sorted, unique; not empty."""
@@ -32,27 +26,20 @@ def check_points(points) -> list[float]:
         raise ValueError("points is empty; give compression factors such as [2, 4, 8, 16, 32]")
     return sorted(set(pts))
 
-
 def _options(knobs: dict) -> dict:
-    """Lab 05's metrics.measure options: disk size, CSR latency for MLPs, the dense original
-    timed right after (side by side), ``latency_threads`` (1) and ``latency_s`` per timing."""
+    """metrics.measure options: disk size, CSR latency, the dense original timed alongside."""
     return dict(disk=True, csr=True, time_reference=True, threads=knobs.get("latency_threads", 1),
                 min_run_time=knobs.get("latency_s", 0.3))
-
 
 def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: list, points,
         budget: methods.Budget, seed: int, knobs: dict | None = None, timing: bool = True,
         progress: bool = False, log=print) -> list[dict]:
-    """Run each method of `names` (labkit.methods.prune_to) on `dense` at every compression
-    factor of `points` for one seed, fine-tune each result with `budget`, record one row per
-    result (a method that reaches only its own factor, 2:4, records it once). Returns the rows.
-
-    dense_key: identifies the dense model (labkit.train.cache_key); knobs: the methods'
-    settings (greedy_val_images, greedy_step, hybrid_greedy, sss_lam or sss_shrink,
-    sss_gate_lr, sss_epochs, sss_lr, sss_batch_size, sss_recalibrate, sss_images,
-    iterative_steps, scan_images, scan_sparsities), eval_before (test accuracy before
-    fine-tuning too, default True) and the timer's (latency_threads 1, latency_s 0.3).
-    """
+    """Run each method of `names` (labkit.methods.prune_to) on `dense` at every factor of
+    `points` for one seed, fine-tune each result with `budget`, record one row per result (a
+    method that reaches only its own factor, 2:4, records it once). Returns the rows.
+    dense_key: identifies the dense model (train.dense_key); knobs: the methods' settings
+    (read by the adapters of methods.registry), eval_before (test accuracy before fine-tuning
+    too, default True) and the timer's (latency_threads 1, latency_s 0.3)."""
     points, knobs = check_points(points), dict(knobs or {})
     wrong = [n for n in names if n not in methods.applicable(dense)]
     if wrong:
@@ -76,17 +63,15 @@ def run(cfg, data, model_name: str, dense: nn.Module, dense_key: str, names: lis
             reference = info.pop("reference", None)
             before = train.evaluate(model, data) if knobs.get("eval_before", True) else None
             ctx.fine_tune(model, info.get("tune_images"))
-            reached = counted_total(dense) / max(1, counted(model))
-            row = results.measure(scfg, model, method=name, model=model_name,
-                                  reference=reference, timing=timing, options=_options(knobs),
-                                  accuracy_before=before,
+            reached = count_weights(dense)[1] / max(1, count_weights(model)[0])
+            row = results.measure(scfg, model, method=name, model=model_name, reference=reference,
+                                  timing=timing, options=_options(knobs), accuracy_before=before,
                                   compression_reached=reached, **fixed, **info)
             rows.append(row)
             was = f"{100 * before:.2f}% -> " if before is not None else ""
             log(f"{model_name} | {name} | {c:g}x (reached {reached:.1f}x) | seed {seed}: "
                 f"accuracy {was}{100 * row['accuracy']:.2f}% after fine-tuning")
     return rows
-
 
 def dense_row(cfg, data, model_name: str, dense: nn.Module, dense_key: str, seed: int,
               timing: bool = True, knobs: dict | None = None) -> dict:
@@ -96,27 +81,21 @@ def dense_row(cfg, data, model_name: str, dense: nn.Module, dense_key: str, seed
                            dense_key=dense_key, structured=False, compression=1.0,
                            compression_reached=1.0)
 
-
 def dense_model(model_name: str, data, profile: str, seed: int, progress: bool = False,
                 **overrides):
-    """The shared dense model (labkit.train.dense, recipe overrides as the lab that owns it
-    uses them) and its cache key."""
+    """The shared dense model (train.dense, with the owning lab's overrides) and its key."""
     model, _ = train.dense(model_name, data, profile, seed=seed, progress=progress, **overrides)
     return model, train.dense_key(model_name, data, profile, seed=seed, **overrides)
 
-
-FIELDS = ("accuracy", "accuracy_official", "nonzeros", "disk_best_mib", "nonzero_macs",
-          "latency_best_ms", "compression_reached", "macs", "latency_cpu_ms")
-
-
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean and std over seeds of each (method, compression): results.aggregate of FIELDS."""
-    return results.aggregate(rows, by=("method", "compression"), fields=FIELDS)
-
+    """Mean and std over seeds of each (method, compression) of the fields lab 05 shows."""
+    fields = ("accuracy", "accuracy_official", "nonzeros", "disk_best_mib", "nonzero_macs",
+              "latency_best_ms", "compression_reached", "macs", "latency_cpu_ms")
+    return results.aggregate(rows, by=("method", "compression"), fields=fields)
 
 def summary(agg: list[dict]) -> list[dict]:
-    """Lab 05's summary table of aggregated rows: one formatted row per (method, factor),
-    marked when on the frontier of (nonzeros, accuracy)."""
+    """One formatted row per aggregated (method, factor), marked when on the frontier of
+    (nonzeros, accuracy); columns SUMMARY."""
     front = {(r["method"], r["compression"]) for r in results.frontier(agg, "nonzeros_mean")}
     out = []
     for r in agg:
@@ -131,14 +110,12 @@ def summary(agg: list[dict]) -> list[dict]:
                         frontier="yes" if (r["method"], r["compression"]) in front else ""))
     return out
 
-
 SUMMARY = ["method", "compression", "reached", "accuracy", "official", "nonzeros", "disk", "macs",
            "latency", "frontier"]
 
-
 def speedup_gap(rows: list[dict], dense_rows: dict) -> list[dict]:
-    """Theoretical (dense MACs / MACs) and measured (dense latency / latency, timed side by
-    side) speed-up of each structured row; dense_rows: {seed: the dense model's row}."""
+    """Theoretical (MACs) and measured (latency) speed-up over the dense model of each
+    structured row; dense_rows: {seed: the dense model's row}."""
     return [dict(model=r["model"], label=f"{r['model']}: {r['method']}", method=r["method"],
                  compression=f"{r['compression']:g}x", seed=r["seed"],
                  theory=dense_rows[r["seed"]]["macs"] / r["macs"],

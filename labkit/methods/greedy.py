@@ -1,12 +1,7 @@
-"""Greedy layer-wise filter pruning of the VGG (a simplified ThiNet).
-
-Each round tries, for every conv in turn, removing ``step`` x its channels (at least one,
-the filters of lowest L2 norm), evaluates each candidate on a fixed validation set, commits
-the one that lost least accuracy (ties: the one saving more cost, then the lower layer),
-optionally fine-tunes, and repeats until the params (or MACs) fall to each target fraction.
-Every step is a physically smaller VGG (channels.shrink_vgg); ``keep`` maps it back to the
-original's channels, so ``expand()`` gives the equivalent masked VGG (channels.expand_vgg).
-"""
+"""Greedy layer-wise filter pruning of the VGG (a simplified ThiNet): each round tries, for
+every conv, removing ``step`` x its channels (lowest filter L2), commits the candidate that
+loses least validation accuracy, optionally fine-tunes, until the cost falls to each target.
+Every step is a physically smaller VGG; ``keep`` maps it to the original's channels."""
 from __future__ import annotations
 
 import copy
@@ -25,7 +20,6 @@ from ..prune.magnitude import prune_global
 
 COSTS = ("params", "macs")
 
-
 def vgg_macs(model: VGG, input_shape: tuple = (3, 32, 32)) -> int:
     """Multiply-accumulates of one (C, H, W) image (what metrics.macs counts), from shapes."""
     _, h, w = input_shape
@@ -37,7 +31,6 @@ def vgg_macs(model: VGG, input_shape: tuple = (3, 32, 32)) -> int:
             h, w = h // 2, w // 2
     return total + model.classifier.weight.numel()
 
-
 def cost(model: VGG, by: str, input_shape: tuple = (3, 32, 32)) -> int:
     """The model's parameter count (by='params') or MACs of one image (by='macs')."""
     check_choice("by", by, COSTS)
@@ -45,12 +38,10 @@ def cost(model: VGG, by: str, input_shape: tuple = (3, 32, 32)) -> int:
         return sum(p.numel() for p in model.parameters())
     return vgg_macs(model, input_shape)
 
-
 @dataclass
 class Step:
     """One committed removal: round, conv index, channels removed, channels after it, cost
     ratio to the dense model, accuracy after the removal and after the fine-tune (acc_tuned)."""
-
     round: int
     layer: int
     removed: int
@@ -59,13 +50,10 @@ class Step:
     acc: float
     acc_tuned: float | None = None
 
-
 @dataclass
 class GreedyResult:
-    """A physically smaller VGG reached by greedy pruning: model, keep ({conv index: kept
-    original channels}), the original channels, the cost measure `by`, the target fraction,
-    the ratio reached and the steps so far."""
-
+    """A VGG reached by greedy pruning: model, keep ({conv: kept original channels}), the
+    original channels, the cost `by`, the target fraction, the ratio reached, the steps."""
     model: VGG
     keep: dict
     channels: tuple
@@ -78,14 +66,11 @@ class GreedyResult:
         """The equivalent masked VGG of the original shape."""
         return expand_vgg(self.model, self.keep, self.channels)
 
-
 def _check(model, targets, by, step, min_channels) -> list[float]:
     if not isinstance(model, VGG):
         raise TypeError(f"greedy pruning needs a labkit VGG, got {type(model).__name__}")
     check_choice("by", by, COSTS)
-    if isinstance(targets, (int, float)):
-        targets = [targets]
-    targets = list(targets)
+    targets = [targets] if isinstance(targets, (int, float)) else list(targets)
     if not targets:
         raise ValueError("targets is empty; give fractions of the dense cost in (0, 1]")
     for t in targets:
@@ -96,40 +81,36 @@ def _check(model, targets, by, step, min_channels) -> list[float]:
     check_int("min_channels", min_channels, 1)
     return sorted(float(t) for t in targets)[::-1]
 
-
 def candidates(model: VGG, step: float, min_channels: int = 1) -> dict[int, torch.Tensor]:
     """{conv index: kept local channels} removing round(step * C_i) (at least 1) channels of
     lowest filter norm; convs that would drop below `min_channels` are left out."""
     out = {}
     for i, c in enumerate(model.channels):
         k = max(1, int(round(step * c)))
-        if c - k < min_channels:
-            continue
-        out[i] = l2_ranking(model, i, by="filter")[:c - k].sort().values
+        if c - k >= min_channels:
+            out[i] = l2_ranking(model, i, by="filter")[:c - k].sort().values
     return out
-
 
 def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params", step: float = 0.2,
                  finetune: Callable | None = None, min_channels: int = 1,
                  input_shape: tuple = (3, 32, 32), progress: bool = True) -> list[GreedyResult]:
     """Greedy filter pruning of a copy of `model` down to each of `targets` (fractions of the
-    dense cost, by='params' or 'macs'). evaluate: model -> accuracy on a fixed validation set
-    (train.evaluator); finetune: model -> None, in place after each step (None: none).
-    One GreedyResult per target, largest first: the model when its ratio first fell to it."""
-    targets = _check(model, targets, by, step, min_channels)
+    dense cost, by='params' or 'macs'). evaluate: model -> accuracy on a fixed validation set;
+    finetune: model -> None, in place after each step (None: none). One GreedyResult per
+    target, largest first: the model when its ratio first fell to it. Ties between candidates:
+    the one saving more cost, then the lower layer."""
+    pending = _check(model, targets, by, step, min_channels)
     small = copy.deepcopy(model)
     keep = {i: torch.arange(c) for i, c in enumerate(model.channels)}
     dense_cost = cost(model, by, input_shape)
     ratio, steps, results, rnd = 1.0, [], [], 0
-    pending = list(targets)
     bar = tqdm(desc=f"greedy ({by})", disable=not (progress and config.progress()), file=sys.stdout,
                mininterval=2)
     while True:
         while pending and ratio <= pending[0]:
-            results.append(GreedyResult(copy.deepcopy(small),
-                                        {i: k.clone() for i, k in keep.items()},
-                                        tuple(model.channels), by, pending.pop(0), ratio,
-                                        list(steps)))
+            kept = {i: k.clone() for i, k in keep.items()}
+            results.append(GreedyResult(copy.deepcopy(small), kept, tuple(model.channels), by,
+                                        pending.pop(0), ratio, list(steps)))
         if not pending:
             break
         options = candidates(small, step, min_channels)
@@ -138,13 +119,11 @@ def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params",
                              f"min_channels={min_channels}: every conv is at its minimum "
                              f"at {ratio:.3f}")
         rnd += 1
-        best = None
+        scored = []
         for i, local in options.items():
             cand = shrink_vgg(small, {i: local})
-            score = (evaluate(cand), -cost(cand, by, input_shape), -i)
-            if best is None or score > best[0]:
-                best = (score, i, local, cand)
-        (acc, neg_cost, _), i, local, cand = best
+            scored.append(((evaluate(cand), -cost(cand, by, input_shape), -i), i, local, cand))
+        (acc, neg_cost, _), i, local, cand = max(scored, key=lambda s: s[0])
         removed = small.channels[i] - len(local)
         small, keep[i], ratio = cand, keep[i][local], -neg_cost / dense_cost
         st = Step(rnd, i, removed, tuple(small.channels), ratio, acc)
@@ -157,10 +136,9 @@ def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params",
     bar.close()
     return results
 
-
-def hybrid(result: GreedyResult, sparsity: float, layers=None) -> VGG:
+def hybrid(result: GreedyResult, sparsity: float) -> VGG:
     """Greedy then magnitude: a copy of the greedy result's VGG, the remaining filters pruned
     by global magnitude to `sparsity` of its own counted weights (masks attached)."""
     small = copy.deepcopy(result.model)
-    prune_global(small, sparsity, layers=layers)
+    prune_global(small, sparsity)
     return small

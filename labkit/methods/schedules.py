@@ -1,6 +1,6 @@
 """Pruning schedules (one-shot, iterative, AGP) and :func:`run`, which prunes globally,
-measures the drop and fine-tunes (or rewinds to early weights first: lottery ticket).
-Every sparsity is ABSOLUTE and GLOBAL: zeros among all Conv/Linear weights after the step."""
+measures the drop and fine-tunes (or first rewinds to early weights: lottery ticket).
+Every sparsity is absolute and global: zeros among all Conv/Linear weights after the step."""
 from __future__ import annotations
 
 import copy
@@ -17,7 +17,6 @@ from ..models import build
 from ..prune.magnitude import prune_global
 from ..prune.masks import enforce, global_sparsity
 
-
 def oneshot(targets) -> list[float]:
     """The one-shot targets as floats, validated: each in [0, 1)."""
     targets = [targets] if isinstance(targets, (int, float)) else targets
@@ -26,9 +25,8 @@ def oneshot(targets) -> list[float]:
         raise ValueError("one-shot needs at least one target sparsity")
     return targets
 
-
 def _check_rate(rate) -> float:
-    """`rate` as a float in (0, 1); TypeError/ValueError naming it otherwise."""
+    """`rate` as a float in (0, 1), else TypeError or ValueError."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)):
         raise TypeError(f"rate={rate!r} must be a number in (0, 1)")
     if not 0 < rate < 1:  # also rejects NaN
@@ -36,18 +34,11 @@ def _check_rate(rate) -> float:
                          "the remaining weights pruned per round")
     return float(rate)
 
-
-def _after(k: int, rate: float) -> float:
-    """Global sparsity after k iterative rounds: 1 - (1 - rate)^k."""
-    return 1 - (1 - rate) ** k
-
-
 def iterative(rounds: int, rate: float = 0.2) -> list[float]:
-    """Global sparsity after each of `rounds` rounds pruning `rate` of the REMAINING
-    weights: [1 - (1 - rate)^k for k = 1..rounds] (0.20, 0.36, 0.49, ... at 20 %)."""
+    """Global sparsity after each of `rounds` rounds pruning `rate` of the remaining
+    weights: 1 - (1 - rate)^k for k = 1..rounds."""
     rounds, rate = check_int("rounds", rounds, 1), _check_rate(rate)
-    return [_after(k, rate) for k in range(1, rounds + 1)]
-
+    return [1 - (1 - rate) ** k for k in range(1, rounds + 1)]
 
 def rounds_to_reach(sparsity: float, rate: float = 0.2) -> int:
     """Fewest iterative rounds k with 1 - (1 - rate)^k >= `sparsity` (to 1e-9); closed form."""
@@ -59,16 +50,15 @@ def rounds_to_reach(sparsity: float, rate: float = 0.2) -> int:
         raise ValueError(f"rate={rate!r} is too small: 1 - rate rounds to 1, so no number of "
                          f"rounds reaches sparsity={sparsity}")
     k = max(0, math.ceil(math.log(1 - target) / math.log(1 - rate)))
-    while k > 0 and _after(k - 1, rate) >= target:  # float rounding: a step or two at most
+    while k > 0 and 1 - (1 - rate) ** (k - 1) >= target:  # float rounding: a step or two at most
         k -= 1
-    while _after(k, rate) < target:
+    while 1 - (1 - rate) ** k < target:
         k += 1
     return k
 
-
 def agp(final: float, steps: int, initial: float = 0.0) -> list[float]:
     """Zhu & Gupta's gradual pruning: s_t = final + (initial - final)(1 - t/steps)^3 for
-    t = 1..steps (big steps first, small ones near the end); the last is `final`."""
+    t = 1..steps (big steps first); the last is `final`."""
     final = check_fraction("final sparsity", final)
     initial = check_fraction("initial sparsity", initial)
     steps = check_int("steps", steps, 1)
@@ -76,12 +66,10 @@ def agp(final: float, steps: int, initial: float = 0.0) -> list[float]:
         raise ValueError(f"initial={initial} must not exceed final={final}")
     return [final + (initial - final) * (1 - t / steps) ** 3 for t in range(1, steps + 1)]
 
-
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of the model's state (masks left out), to rewind to later."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()
             if not k.endswith("weight_mask")}
-
 
 @torch.no_grad()
 def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -102,14 +90,10 @@ def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         v.copy_(state[k].to(v.device))
     enforce(model)
 
-
 def early_weights(model_name: str, data, profile: str, *, seed: int = 0, rewind_epochs: int = 1,
                   **overrides) -> dict[str, torch.Tensor]:
-    """A :func:`snapshot` after the first `rewind_epochs` epochs of the dense recipe (with
-    `overrides` as train.dense takes them), replayed from train.dense's initialisation,
-    seed, data order and augmentation (the cached run keeps no checkpoints). The learning
-    rate follows the dense run's warm-up, then stays constant: the dense run's trajectory
-    while inside the warm-up, close to it after."""
+    """A :func:`snapshot` after the first `rewind_epochs` epochs of train.dense's run (same
+    recipe and `overrides`, seed, data order); lr: the dense warm-up, then constant."""
     epochs = check_int("rewind_epochs", rewind_epochs, 1)
     hp = recipes.dense(model_name, profile, **overrides)
     width, total = hp.pop("width"), hp.pop("epochs")
@@ -124,25 +108,19 @@ def early_weights(model_name: str, data, profile: str, *, seed: int = 0, rewind_
     train.fit(model, data, epochs=epochs, seed=seed, progress=False, desc="rewind point", **hp)
     return snapshot(model)
 
-
 def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, batch_size: int,
         evaluate: Callable[[nn.Module], float], rewind_to: dict | None = None,
         on_step: Callable[[nn.Module, dict], None] | None = None, seed: int = 0,
         acc_before: float | None = None, desc: str = "schedule", **fit_kw) -> list[dict]:
-    """Prune `model` in place to each global sparsity of `sparsities` (non-decreasing),
-    fine-tuning `epochs` epochs after each (train.fine_tune, masks held).
-
-    rewind_to: a :func:`snapshot` the survivors are reset to after each prune (lottery);
-    on_step(model, row): called after each step; acc_before: the accuracy before the
-    first step when known (else evaluate(model)). One row per step: sparsity (target),
-    global_sparsity, acc_pruned, drop (acc_before - acc_pruned), acc_finetuned, epochs,
-    total_epochs, rewound, seconds, seconds_per_epoch and images_per_s (fine-tuning)."""
+    """Prune `model` in place to each global sparsity of `sparsities` (non-decreasing), each
+    followed by `epochs` of train.fine_tune. rewind_to: a :func:`snapshot` the survivors are
+    reset to after each prune; on_step(model, row): after each step; acc_before: accuracy
+    before the first step (None: evaluate(model)). One row per step."""
     sparsities = [check_fraction("sparsity", s) for s in sparsities]
     if any(b < a for a, b in zip(sparsities, sparsities[1:])):
         raise ValueError(f"sparsities {sparsities} must be non-decreasing (masks only grow)")
     check_int("epochs", epochs, 0)
-    rows, total = [], 0
-    acc_before = evaluate(model) if acc_before is None else acc_before
+    rows, total, acc_before = [], 0, evaluate(model) if acc_before is None else acc_before
     for i, s in enumerate(sparsities):
         t0 = time.perf_counter()
         prune_global(model, s)
@@ -156,22 +134,20 @@ def run(model: nn.Module, data, sparsities: list, *, epochs: int, lr: float, bat
                                 seed=seed + total, desc=f"{desc} {s:.3f}", **fit_kw)
             sec_epoch, ips = h.seconds_per_epoch(), h.images_per_s()
         total += epochs
-        acc = evaluate(model)
         row = dict(step=i + 1, sparsity=s, global_sparsity=global_sparsity(model),
                    acc_before=acc_before, acc_pruned=acc_pruned, drop=acc_before - acc_pruned,
-                   acc_finetuned=acc, epochs=epochs, total_epochs=total,
+                   acc_finetuned=evaluate(model), epochs=epochs, total_epochs=total,
                    rewound=rewind_to is not None, seconds=time.perf_counter() - t0,
                    seconds_per_epoch=sec_epoch, images_per_s=ips)
         rows.append(row)
         if on_step is not None:
             on_step(model, row)
-        acc_before = acc
+        acc_before = row["acc_finetuned"]
     return rows
 
-
 def oneshot_runs(model: nn.Module, data, targets, **kw) -> list[dict]:
-    """One-shot: per target, a fresh copy of `model` pruned straight to it and fine-tuned
-    (keywords as :func:`run`'s). Rows as run's, the pruned copy in row['model']."""
+    """One-shot: per target, a copy of `model` pruned straight to it and fine-tuned (keywords
+    as :func:`run`'s). Rows as run's, the pruned copy in row['model']."""
     rows, desc = [], kw.pop("desc", "one-shot")
     for t in oneshot(targets):
         m = copy.deepcopy(model)
@@ -179,4 +155,3 @@ def oneshot_runs(model: nn.Module, data, targets, **kw) -> list[dict]:
         row["model"] = m
         rows.append(row)
     return rows
-

@@ -1,17 +1,10 @@
-"""Sparse Structure Selection (Huang & Wang 2017) on the VGG's channels.
-
-Channel j of conv i is scaled by BatchNorm i's weight gamma_j: relu(gamma_j xhat_j + beta_j).
-SSS is train.fit plus one after-step hook (:class:`ProximalStep`): the proximal step of
-lam * sum |gamma|, soft-thresholding the factors (own parameter group: lr gate_lr, no momentum
-or weight decay) by lam times their learning rate, which makes them exactly zero. (A gate on
-the whole BN output would do nothing: the next BatchNorm undoes a layer's common scale.)
-A zero-factor channel outputs the constant relu(beta_j); channels with |factor| <= threshold
-are removed (channels.shrink_vgg, equal to channels.mask_channels of the trained model, which
-also zeroes beta_j); BatchNorm statistics are re-estimated after training (:func:`recalibrate_bn`).
-"""
+"""Sparse Structure Selection (Huang & Wang 2017) on the VGG's channels: train.fit plus the
+proximal step of lam * sum |gamma| (:class:`ProximalStep`), which soft-thresholds BatchNorm
+weights to exact zeros; those channels are then removed (channels.shrink_vgg)."""
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -23,14 +16,7 @@ from ..data import Data
 from ..models import VGG
 from ..prune.channels import convs, expand_vgg, shrink_vgg
 
-
-def soft_threshold(x: torch.Tensor, t: float, nonneg: bool = False) -> torch.Tensor:
-    """Proximal operator of t * |x|: sign(x) * max(|x| - t, 0) (nonneg: max(x - t, 0))."""
-    t = _check_positive("threshold t", t, allow_zero=True)
-    if nonneg:
-        return (x - t).clamp_min(0)
-    return torch.sign(x) * (x.abs() - t).clamp_min(0)
-
+SCHEDULE = dict(warmup=0.0, schedule="cosine")   # SSS's learning-rate schedule (train.lr_at)
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> float:
     """`value` as a float, > 0 (>= 0 with allow_zero); ValueError naming it otherwise."""
@@ -40,53 +26,41 @@ def _check_positive(name: str, value, allow_zero: bool = False) -> float:
                          f"{'non-negative' if allow_zero else 'positive'} number")
     return float(value)
 
+def soft_threshold(x: torch.Tensor, t: float, nonneg: bool = False) -> torch.Tensor:
+    """Proximal operator of t * |x|: sign(x) * max(|x| - t, 0) (nonneg: max(x - t, 0))."""
+    t = _check_positive("threshold t", t, allow_zero=True)
+    return (x - t).clamp_min(0) if nonneg else torch.sign(x) * (x.abs() - t).clamp_min(0)
 
 def factors(model: VGG) -> list[torch.Tensor]:
     """The channel factors (BatchNorm weights), detached: [(C_i,)]."""
     return [bn.weight.detach().clone() for _, bn in convs(model)]
 
-
-SCHEDULE = dict(warmup=0.0, schedule="cosine")   # SSS's learning-rate schedule (train.lr_at)
-
-
 class ProximalStep:
     """SSS's after-step hook for fit: gamma <- soft_threshold(gamma, lam * lr_g) on every
-    BatchNorm weight of a VGG, lr_g = lr_at(step, total, lr, **SCHEDULE) * lr_scale (the
-    factors' learning rate, as fit computes it); total: fit's number of steps."""
+    BatchNorm weight, lr_g = lr_at(step, total, lr, **SCHEDULE) * lr_scale, as fit sets it."""
 
     def __init__(self, model: VGG, *, lam: float, lr: float, lr_scale: float, total: int):
         self.gammas = [bn.weight for _, bn in convs(model)]
         self.lam, self.lr, self.lr_scale, self.total = lam, lr, lr_scale, total
 
-    def step_lr(self, step: int) -> float:
-        """The factors' learning rate at `step` (0-based)."""
-        return train.lr_at(step, self.total, self.lr, **SCHEDULE) * self.lr_scale
-
     @torch.no_grad()
     def __call__(self, model: nn.Module = None, step: int = 0) -> None:
-        t = self.lam * self.step_lr(step)
+        t = self.lam * (train.lr_at(step, self.total, self.lr, **SCHEDULE) * self.lr_scale)
         for g in self.gammas:
             g.copy_(soft_threshold(g, t, nonneg=False))
 
-
-def _check_sparse_train(model, lam, epochs, lr, gate_lr) -> tuple[float, float, float]:
-    """sparse_train's arguments, validated: (lam, lr, gate_lr)."""
+def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, batch_size: int,
+                 gate_lr: float | None = None, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 augment: bool = True, seed: int = 0, progress: bool = True) -> list[torch.Tensor]:
+    """SSS training in place: cross-entropy + lam * sum |gamma|, as train.fit with SCHEDULE,
+    plain momentum, the factors in their own group (lr gate_lr, default lr; no momentum or
+    weight decay) and the :class:`ProximalStep` hook. Masks are kept. Returns the factors."""
     lam = _check_positive("lam", lam, allow_zero=True)
     lr = _check_positive("lr", lr)
     gate_lr = lr if gate_lr is None else _check_positive("gate_lr", gate_lr)
     check_int("epochs", epochs, 1)
     if not isinstance(model, VGG):
         raise TypeError(f"SSS here needs a labkit VGG, got {type(model).__name__}")
-    return lam, lr, gate_lr
-
-
-def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, batch_size: int,
-                 gate_lr: float | None = None, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 augment: bool = True, seed: int = 0, progress: bool = True) -> list[torch.Tensor]:
-    """SSS training in place: cross-entropy + lam * sum |gamma|, as train.fit with SCHEDULE,
-    plain momentum, the factors in their own group (lr gate_lr, default lr) and the
-    :class:`ProximalStep` hook. Masks are kept. Returns the factors [(C_i,)]."""
-    lam, lr, gate_lr = _check_sparse_train(model, lam, epochs, lr, gate_lr)
     total = epochs * len(data.loader("train", batch_size, drop_last=True))
     prox = ProximalStep(model, lam=lam, lr=lr, lr_scale=gate_lr / lr, total=total)
     group = dict(params=prox.gammas, lr_scale=prox.lr_scale, momentum=0.0, weight_decay=0.0)
@@ -96,11 +70,9 @@ def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, 
               param_groups=[group], validate=False, **SCHEDULE)
     return factors(model)
 
-
 def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> float:
-    """The lam whose soft-thresholding over the `steps` steps of sparse_train's schedule at
-    factor learning rate `gate_lr` would move a factor by `shrink` x the median |factor|
-    (before the data loss pushes back): a lam that means the same at any training length."""
+    """The lam whose soft-thresholds over `steps` steps of SCHEDULE at factor learning rate
+    `gate_lr` sum to `shrink` x the median |factor| (the same meaning at any length)."""
     shrink = _check_positive("shrink", shrink)
     gate_lr = _check_positive("gate_lr", gate_lr)
     check_int("steps", steps, 1)
@@ -108,30 +80,27 @@ def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> 
     decay = sum(train.lr_at(t, steps, 1.0, **SCHEDULE) for t in range(steps))
     return shrink * median / (gate_lr * decay)
 
-
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, data: Data, batches: int = 20,
                    batch_size: int = 256) -> nn.Module:
     """Every BatchNorm's running statistics re-estimated as the plain average over `batches`
-    training batches (no augmentation, weights unchanged). Returns the model, in eval mode."""
+    training batches (no augmentation). Returns the model, in eval mode."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average
     model.train()
-    for i, (x, _) in enumerate(data.loader("train", batch_size, shuffle=True, seed=12345)):
-        if i >= batches:
-            break
+    loader = data.loader("train", batch_size, shuffle=True, seed=12345)
+    for x, _ in itertools.islice(loader, batches):
         model(x)
     for m, mom in zip(bns, saved):
         m.momentum = mom
     return model.eval()
 
-
 def plan(factors: list, threshold: float = 0.0, min_channels: int = 1) -> dict[int, torch.Tensor]:
-    """{conv index: kept channels}: factor > threshold, at least `min_channels` per conv
-    (the largest). factors: [(C_i,)], e.g. |gamma|."""
+    """{conv: kept channels}: factor > threshold, at least `min_channels` (the largest) per
+    conv. factors: [(C_i,)], e.g. |gamma|."""
     threshold = _check_positive("threshold", threshold, allow_zero=True)
     check_int("min_channels", min_channels, 1)
     keep = {}
@@ -143,12 +112,10 @@ def plan(factors: list, threshold: float = 0.0, min_channels: int = 1) -> dict[i
         keep[i] = alive.sort().values
     return keep
 
-
 @dataclass
 class SSSResult:
-    """One SSS point: model (the smaller VGG, not fine-tuned), trained (the sparse-trained VGG
-    of the original shape), keep ({conv: kept channels}), factors [(C_i,)], lam, threshold."""
-
+    """One SSS point: model (the smaller VGG), trained (the sparse-trained VGG of the
+    original shape), keep ({conv: kept channels}), factors [(C_i,)], lam, threshold."""
     model: VGG
     trained: VGG
     keep: dict
@@ -156,18 +123,13 @@ class SSSResult:
     lam: float
     threshold: float
 
-    @property
-    def channels(self) -> tuple:
-        return tuple(self.trained.channels)
-
     def zeros(self) -> int:
         """How many factors are exactly zero."""
         return sum(int((g == 0).sum()) for g in self.factors)
 
     def expand(self) -> VGG:
         """The equivalent masked VGG of the original shape."""
-        return expand_vgg(self.model, self.keep, self.channels)
-
+        return expand_vgg(self.model, self.keep, tuple(self.trained.channels))
 
 def sss_prune(model: VGG, data: Data, *, lam: float, threshold: float = 0.0, min_channels: int = 1,
               recalibrate: int = 10, **train_kw) -> SSSResult:
