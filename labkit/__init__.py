@@ -1,22 +1,13 @@
-"""labkit: the helper library of the pruning labs. ``import labkit as lk``.
+"""labkit, the helper library of the pruning labs: ``import labkit as lk``; configure().
 
-Modules by level; a module imports only from its own level or below (tests/test_layers.py):
-  0 config, io, recipes              settings, paths, validators; safe files; dense recipes
-  1 data, models, guard              datasets and loaders; MLP / VGG / ResNet; the runner's guard
-  2 prune/                           primitives that never train: masks, magnitude, units,
-                                     channels, nm
-  3 metrics, sparse, sensitivity     size, MACs, latency; sparse formats; layer sensitivity
-  4 train                            fit, evaluate, the cached dense models
-  5 methods/                         prune-and-train methods: schedules, greedy, sss (prune_to)
-  6 results, plots, compare          results rows, figures, every method on one frontier
-  7 report, __init__                 the papermill runner (CLI only); configure()
+Levels (README's Architecture says what each module holds); a module imports only from its own
+level or below (tests/test_layers.py):
+  0 config, io, recipes   1 data, models, guard   2 prune/   3 metrics, sparse, sensitivity
+  4 train   5 methods/   6 results, plots, compare   7 report, __init__
 """
-from . import (
-    compare, config, data, io, methods, metrics, models, plots, prune, recipes, results,
-    sensitivity, sparse, train,
-)
+from . import (compare, config, data, io, methods, metrics, models, plots, prune, recipes,
+               results, sensitivity, sparse, train)
 from .config import Config, __version__
-
 
 def configure(profile: str | None, hparams: dict, *, lab: str, dataset: str, seed=None,
               device=None, data_folder=None, model: str | None = None, quiet: bool = False,
@@ -28,8 +19,7 @@ def configure(profile: str | None, hparams: dict, *, lab: str, dataset: str, see
     profile = config.default_profile() if profile is None else profile
     cfg = config.make(profile, hparams, lab=lab, dataset=dataset, seed=seed, device=device,
                       **overrides)
-    split = dict(val_size=cfg.get("val_size"), train_subset=cfg.get("train_subset"),
-                 holdout=cfg.get("holdout"))
+    split = {k: cfg.get(k) for k in ("val_size", "train_subset", "holdout")}
     if model is not None:
         clash = [k for k in split if k in cfg]
         if clash:

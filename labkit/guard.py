@@ -1,8 +1,6 @@
 """What keeps a report run safe to stop and to start twice (used by labkit.report): one run
 per profile (profile_lock), and SIGINT / SIGTERM end every kernel (each runs in a session of
 its own, so a terminal's Ctrl-C never reaches it) and stop the run (Guard)."""
-from __future__ import annotations
-
 import contextlib
 import fcntl
 import os
@@ -13,32 +11,20 @@ from pathlib import Path
 
 from jupyter_client import AsyncKernelManager
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-LOCK_NAME = ".report.lock"
-
-
 class Stopped(KeyboardInterrupt):
-    """A stop signal reached the runner while a notebook was executing."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
+    """A stop signal (named by the message) reached the runner while a notebook executed."""
 
 class ProfileBusy(RuntimeError):
     """Another report run holds the profile's lock."""
 
-
 class TrackedKernelManager(AsyncKernelManager):
-    """The kernel manager papermill is given: it remembers every instance, so a stop can
-    kill their kernels."""
+    """papermill's kernel manager, remembering every instance so that a stop can kill them."""
 
     made: list = []
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         TrackedKernelManager.made.append(self)
-
 
 def kill_kernels(sig: int = signal.SIGTERM) -> list:
     """Send `sig` to the process group (a kernel leads its own) of every tracked kernel still
@@ -51,10 +37,8 @@ def kill_kernels(sig: int = signal.SIGTERM) -> list:
                 os.killpg(p.pid, sig)
     return procs
 
-
 def reap_kernels(grace: float = 3.0) -> None:
-    """End every tracked kernel: SIGTERM to its process group, SIGKILL after `grace`
-    seconds, then wait for it; forget them all."""
+    """End every tracked kernel (SIGTERM, SIGKILL after `grace` seconds, wait); forget them."""
     procs, deadline = kill_kernels(signal.SIGTERM), time.monotonic() + grace
     while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -62,19 +46,17 @@ def reap_kernels(grace: float = 3.0) -> None:
         p.wait(timeout=10)
     TrackedKernelManager.made.clear()
 
-
 class Guard:
-    """Signal handling for one report run, as a context manager (restores the previous
-    handlers); `armed` while a notebook executes."""
+    """Signal handling of one report run, a context manager restoring the previous handlers;
+    `armed` while a notebook executes, `signum` the first signal that came (None: none)."""
 
     def __init__(self):
-        self.signum: int | None = None
-        self.armed = False
-        self._previous: dict = {}
+        self.signum, self.armed, self._previous = None, False, {}
 
     def __enter__(self) -> "Guard":
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+            self._previous = {s: signal.signal(s, self._handle)
+                              for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -82,19 +64,19 @@ class Guard:
             signal.signal(s, handler)
 
     def _handle(self, signum: int, frame) -> None:
-        """Note the first signal, kill the kernels (a swallowed exception still ends the
-        run) and, while a notebook runs, raise Stopped once."""
+        """Note the first signal, kill the kernels (a swallowed exception still ends the run)
+        and, while a notebook runs, raise Stopped once."""
         self.signum = signum if self.signum is None else self.signum
         kill_kernels(signal.SIGTERM)
         if self.armed:
             self.armed = False
-            raise Stopped(self.signum)
+            raise Stopped(self.name)
 
     @contextlib.contextmanager
     def executing(self):
         """Arm the guard around one notebook's execution (an earlier signal raises at once)."""
         if self.signum is not None:
-            raise Stopped(self.signum)
+            raise Stopped(self.name)
         self.armed = True
         try:
             yield
@@ -103,15 +85,14 @@ class Guard:
 
     @property
     def name(self) -> str:
-        """The signal's name (SIGINT) or '' when none came."""
+        """The signal's name (SIGINT), '' when none came."""
         return signal.Signals(self.signum).name if self.signum else ""
-
 
 @contextlib.contextmanager
 def profile_lock(folder: Path):
-    """Hold `folder`/.report.lock while inside; ProfileBusy (naming the holder's pid, written
-    in the file) when another process holds it."""
-    path = Path(folder) / LOCK_NAME
+    """Hold `folder`/.report.lock while inside (the file names the holder's pid); ProfileBusy
+    when another process holds it."""
+    path = Path(folder) / ".report.lock"
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -121,6 +102,5 @@ def profile_lock(folder: Path):
                               f"(pid {f.read().strip() or 'unknown'}, lock {path}); wait for it "
                               "to finish or stop it, then run again") from None
         f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        print(os.getpid(), file=f, flush=True)
         yield path

@@ -1,7 +1,5 @@
-"""Figures of the labs; each returns a matplotlib Figure, :func:`save` writes it as a PNG.
-An axis that shows a sparsity names which one: `sparsity` = zeros among the weights a model still
-has (masked); `removed` = the dense model's weights physically removed; relative sparsity = the
-dense model's weights gone either way (zeroed or removed)."""
+"""Figures of the labs; each returns a matplotlib Figure, :func:`save` writes it as a PNG. An axis
+that shows a sparsity names which one (sparsity, removed or relative: docs/design.md)."""
 import io
 import math
 
@@ -13,7 +11,6 @@ from .io import atomic_write_bytes
 from .metrics import pareto_front
 from .prune.masks import prunable
 
-
 def _grid(n: int, cols: int, w: float, h: float, **kw):
     """(fig, the first n axes) of a grid of w x h inch panels; unused panels switched off."""
     fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(w * cols, h * math.ceil(n / cols)),
@@ -22,18 +19,13 @@ def _grid(n: int, cols: int, w: float, h: float, **kw):
         ax.axis("off")
     return fig, list(axes.flat)[:n]
 
-
-def _finish(fig, ax, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
-            axis: str = "both", **legend):
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str = "", axis: str = "both", **legend):
     """Labels, title, grid and legend of one panel; tight layout; returns fig."""
-    if logx:
-        ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3, axis=axis, which="both")
     ax.legend(**legend)
     fig.tight_layout()
     return fig
-
 
 def weight_histograms(model, bins: int = 60, cols: int = 4):
     """One histogram per Conv/Linear weight tensor, `cols` panels a row."""
@@ -47,7 +39,6 @@ def weight_histograms(model, bins: int = 60, cols: int = 4):
     fig.tight_layout()
     return fig
 
-
 def accuracy_curves(curves: dict, xlabel: str, title: str = "", baseline: float | None = None):
     """Curves {label: (xs, accuracies in [0, 1])} in %; xlabel names x (which sparsity)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -56,7 +47,6 @@ def accuracy_curves(curves: dict, xlabel: str, title: str = "", baseline: float 
     if baseline is not None:
         ax.axhline(100 * baseline, color="gray", ls="--", lw=1, label="dense")
     return _finish(fig, ax, xlabel, "test accuracy (%)", title)
-
 
 def bars(groups: dict, labels: list | None, ylabel: str, title: str = "", log: bool = False,
          line: dict | None = None):
@@ -80,7 +70,6 @@ def bars(groups: dict, labels: list | None, ylabel: str, title: str = "", log: b
         ax2.legend(loc="upper center")
     return _finish(fig, ax, "", ylabel, title, axis="y")
 
-
 def training_curve(history, title: str = "training"):
     """Train loss and validation accuracy per epoch of a History."""
     ep = [e["epoch"] for e in history.epochs]
@@ -94,7 +83,6 @@ def training_curve(history, title: str = "training"):
     fig.tight_layout()
     return fig
 
-
 def save(fig, cfg, name: str):
     """Write `fig` atomically as <reports>/<profile>/figures/<lab>_<name>.png; return the path."""
     buf = io.BytesIO()
@@ -102,10 +90,9 @@ def save(fig, cfg, name: str):
     path = results.folder_for(cfg.profile) / "figures" / f"{cfg.lab}_{name}.png"
     return atomic_write_bytes(buf.getvalue(), path)
 
-
 def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: str = "", ax=None):
-    """Accuracy (%) vs a cost, series {method: (xs, accuracies in [0, 1])}, with the Pareto frontier
-    of all points; lower_is_better: small x wins (size), else large (sparsity); on `ax` if given."""
+    """Accuracy (%) vs a cost with the Pareto frontier of all points, on `ax` if given. series:
+    {method: (xs, accuracies in [0, 1])}; lower_is_better: small x wins (size), else large."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
     pts = [(x, 100 * y) for xs, ys in series.values() for x, y in zip(xs, ys)]
     for label, (xs, ys) in series.items():
@@ -116,7 +103,6 @@ def pareto(series: dict, xlabel: str, *, lower_is_better: bool = True, title: st
     ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="black", zorder=4)
     better = " (lower is better)" if lower_is_better else " (higher is better)"
     return _finish(fig, ax, xlabel + better, "test accuracy (%)", title, fontsize=8)
-
 
 def pareto_panels(rows: list, axes_spec: list, title: str = ""):
     """A :func:`pareto` panel of results rows per (field, label, lower_is_better, scale)."""
@@ -129,7 +115,6 @@ def pareto_panels(rows: list, axes_spec: list, title: str = ""):
                title=f"{title}\naccuracy vs {label.split(' (')[0]}")
     fig.tight_layout()
     return fig
-
 
 def layer_sparsity(tables: dict, title: str = "per-layer sparsity chosen by global pruning"):
     """Each layer's `sparsity` (% zeros) per {series: metrics.layer_table}, beside its size."""
@@ -149,7 +134,6 @@ def layer_sparsity(tables: dict, title: str = "per-layer sparsity chosen by glob
     fig.suptitle(title)
     return _finish(fig, ax, "sparsity of the layer (% zeros)", "", axis="x", fontsize=8,
                    loc="lower right")
-
 
 def sensitivity_curves(curves: dict, xs: list, baseline: float | None = None,
                        plan: dict | None = None, xlabel: str = "sparsity of the layer (%)",
@@ -171,7 +155,6 @@ def sensitivity_curves(curves: dict, xs: list, baseline: float | None = None,
     fig.tight_layout()
     return fig
 
-
 def sss_factors(runs: dict):
     """SSS: each conv's scaling factors |gamma|, sorted, a panel per lam; runs {lam: SSSResult}."""
     fig, axes = _grid(len(runs), len(runs), 4.2, 3.2)
@@ -182,7 +165,6 @@ def sss_factors(runs: dict):
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
-
 
 def comparison(groups: dict, axes_spec: list, title: str = ""):
     """Lab 05's grid: a row per {title: results.aggregate rows (method, accuracy_mean/_std,
@@ -223,7 +205,6 @@ def comparison(groups: dict, axes_spec: list, title: str = ""):
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / (4.0 * ncol + 2.2), 1))
     return fig
 
-
 def csr_speedup(rows: list, title: str = "CSR vs dense kernels"):
     """CSR over dense speed-up vs the `sparsity` of every Linear layer (metrics.csr_study rows)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -235,7 +216,6 @@ def csr_speedup(rows: list, title: str = "CSR vs dense kernels"):
     return _finish(fig, ax, "sparsity of every Linear layer (% zeros)",
                    "dense time / CSR time (> 1: sparse wins)", title)
 
-
 def speedup_gap(points: list, title: str = "measured vs theoretical speed-up"):
     """Measured latency speed-up vs the MACs ratio, points [{'label', 'theory', 'measured'}]."""
     fig, ax = plt.subplots(figsize=(6.0, 4.6))
@@ -245,5 +225,6 @@ def speedup_gap(points: list, title: str = "measured vs theoretical speed-up"):
     hi = max([p["theory"] for p in points] + [p["measured"] for p in points] + [2.0])
     ax.plot([1, hi], [1, hi], color="black", lw=1, ls="--", label="measured = theory")
     ax.set_yscale("log")
+    ax.set_xscale("log")
     return _finish(fig, ax, "theoretical speed-up (dense MACs / MACs)",
-                   "measured speed-up (dense latency / latency)", title, True, fontsize=7)
+                   "measured speed-up (dense latency / latency)", title, fontsize=7)

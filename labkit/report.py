@@ -2,8 +2,6 @@
 beside each, README.md an index), each staged in .<name>.running/: only a run that succeeds
 swaps in its rows, figures and notebook; a failed one is kept as <name>.FAILED.ipynb. Exit
 status: 0, 1 (a notebook failed), 128 + signal (stopped), 75 (another run holds the profile)."""
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -23,46 +21,23 @@ NOTEBOOKS = config.ROOT / "notebooks"
 TIMEOUT = 3600  # seconds one cell may run before the notebook fails (--timeout)
 BUSY = 75       # exit status when another run holds the profile (EX_TEMPFAIL)
 
-
 def find_notebooks(folder: Path, only: list | None = None) -> list[Path]:
-    """Source notebooks in `folder`, sorted; `only` keeps those whose name contains one of
-    the given strings (e.g. '01')."""
+    """Source notebooks in `folder`, sorted; `only`: keep those whose name contains one of
+    these strings (e.g. '01')."""
     books = sorted(p for p in Path(folder).glob("*.ipynb") if not p.name.startswith("."))
     unknown = [o for o in only or [] if not any(o in p.stem for p in books)]
     if unknown:
         raise ValueError(f"--only {unknown} matches no notebook; have {[p.stem for p in books]}")
     return [p for p in books if any(o in p.stem for o in only)] if only else books
 
-
 def to_html(ipynb: Path) -> Path:
     """Export an executed notebook to HTML beside it (atomically)."""
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(ipynb), as_version=4))
     return atomic_write_text(body, ipynb.with_suffix(".html"))
 
-
-def execute(src: Path, stage: Path, out_dir: Path, profile: str, parameters: dict,
-            progress: bool, timeout: float) -> str | None:
-    """Run `src` into stage/<name>.ipynb with the results and figures staged (kernel started
-    in out_dir, reaped after); None when it ran, else the error."""
-    os.environ[results.STAGE_ENV] = str(stage)
-    try:
-        pm.execute_notebook(str(src), str(stage / src.name),
-                            parameters=dict(profile=profile, **parameters),
-                            cwd=str(out_dir), progress_bar=progress, kernel_name="python3",
-                            execution_timeout=timeout,
-                            kernel_manager_class=guard.TrackedKernelManager)
-        return None
-    except Exception as e:  # papermill writes the partial notebook before raising
-        text = str(e).strip()
-        return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
-    finally:
-        del os.environ[results.STAGE_ENV]
-        guard.reap_kernels()
-
-
 def adopt_run(stage: Path, out_dir: Path, name: str, lab: str, base: list) -> str | None:
-    """Export a successful run's HTML and swap the run in: its rows (results.adopt), its
-    figures (they replace the lab's), notebook and HTML. None, or the error (nothing swapped)."""
+    """Export a successful run's HTML, then swap in its rows (results.adopt), its figures (they
+    replace the lab's), notebook and HTML. None, or the error (then nothing is swapped)."""
     try:
         to_html(stage / f"{name}.ipynb")
     except Exception as e:   # an unreadable notebook is kept as failed
@@ -82,7 +57,6 @@ def adopt_run(stage: Path, out_dir: Path, name: str, lab: str, base: list) -> st
         print(f"  ({dropped} earlier results rows of lab {lab} replaced by this run)")
     return None
 
-
 def keep_failed(stage: Path, out_dir: Path, name: str) -> str:
     """Keep a failed run's partial notebook as <name>.FAILED.ipynb and .html (an older failed
     attempt's go either way); returns its name, '-' when papermill wrote none."""
@@ -94,20 +68,32 @@ def keep_failed(stage: Path, out_dir: Path, name: str) -> str:
     to_html(out_dir / f"{name}.FAILED.ipynb")
     return f"{name}.FAILED.ipynb"
 
-
 def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: bool = True,
             timeout: float = TIMEOUT, stop: guard.Guard | None = None) -> dict:
-    """Execute one notebook staged; returns {'name', 'ok', 'seconds', 'error', 'output'}."""
+    """Run `src` staged in out_dir/.<name>.running/ (rows and figures too), then adopt or keep the
+    run; returns {'name', 'ok', 'seconds', 'error', 'output'}."""
     stop = stop or guard.Guard()
     name, lab = src.stem, src.stem.split("_")[0]
     stage = out_dir / f".{name}.running"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     base = results.stage(out_dir / "results.jsonl", lab, stage / "results.jsonl")
-    t0 = time.perf_counter()
+    t0, error = time.perf_counter(), None
     try:
         with stop.executing():
-            error = execute(src, stage, out_dir, profile, parameters, progress, timeout)
+            os.environ[results.STAGE_ENV] = str(stage)
+            try:  # the kernel starts in out_dir and is reaped after
+                pm.execute_notebook(str(src), str(stage / src.name),
+                                    parameters=dict(profile=profile, **parameters),
+                                    cwd=str(out_dir), progress_bar=progress, kernel_name="python3",
+                                    execution_timeout=timeout,
+                                    kernel_manager_class=guard.TrackedKernelManager)
+            except Exception as e:  # papermill writes the partial notebook before raising
+                text = str(e).strip()
+                error = f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
+            finally:
+                del os.environ[results.STAGE_ENV]
+                guard.reap_kernels()
     except guard.Stopped as e:
         error = f"interrupted by {e}"
     if error is not None and stop.signum is not None:  # the kernel the signal killed
@@ -119,10 +105,8 @@ def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: 
     return dict(name=name, ok=error is None, seconds=time.perf_counter() - t0, error=error,
                 output=output)
 
-
 def _link(name: str) -> str:
     return f"[{name}]({name})" if name != "-" else "-"
-
 
 def _status(r: dict, out_dir: Path) -> tuple[str, str]:
     """An index row's status text and the report it links (a failed lab's last good one)."""
@@ -136,7 +120,6 @@ def _status(r: dict, out_dir: Path) -> tuple[str, str]:
     status += "; shown: the earlier good run" + (f"; failed attempt: {_link(failed)}"
                                                   if (out_dir / failed).exists() else "")
     return status, f"{r['name']}.ipynb"
-
 
 def write_index(out_dir: Path, profile: str, runs: list[dict]) -> Path:
     """reports/<profile>/README.md: lab 05's comparison figure on top (when it exists), a row
@@ -170,15 +153,13 @@ def write_index(out_dir: Path, profile: str, runs: list[dict]) -> Path:
                       f"![{fig.stem}](figures/{fig.name})"]
     return atomic_write_text("\n".join(lines) + "\n", out_dir / "README.md")
 
-
 def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None = None,
         parameters: dict | None = None, progress: bool = True, timeout: float = TIMEOUT) -> int:
     """Run the report; returns the exit status (0 when every notebook ran, 1 when one failed,
-    128 + signal when stopped; ProfileBusy when another run holds the profile)."""
+    128 + signal when stopped); ProfileBusy when another run holds the profile."""
     config.check_choice("profile", profile, config.PROFILES)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout={timeout!r} must be a positive number of seconds per cell")
-    # the runner writes <root>/reports/<profile>/ unless told otherwise
     os.environ.setdefault("LABKIT_REPORTS", str(config.ROOT / "reports"))
     books = find_notebooks(notebooks or NOTEBOOKS, only)
     out_dir = config.reports_root() / profile
@@ -211,14 +192,12 @@ def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None
           + f"; total {time.perf_counter() - t0:.0f} s", flush=True)
     return 128 + stop.signum if stop.signum else (1 if failed else 0)
 
-
 def parse_value(text: str):
     """A --set value: JSON when it parses (numbers, lists, true/null), else the string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
-
 
 def main(argv: list | None = None) -> int:
     """The command line: ``python -m labkit report [--profile ...]``; returns the exit status."""

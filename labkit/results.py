@@ -1,12 +1,7 @@
-"""One JSON line per measured model, in reports/<profile>/results.jsonl.
-
-A row names what was measured on what (lab, method, model, dataset, test set, profile, device,
-seed), its setting (SETTINGS), accuracy, sizes, MACs, latency. Recording a KEY again replaces
-its row; writes are atomic. The report runner stages a run in ``$LABKIT_STAGE`` (a folder in
-reports/<profile>/) and :func:`adopt` swaps its rows in when the run succeeded.
-"""
-from __future__ import annotations
-
+"""Results rows: one JSON line per measured model in reports/<profile>/results.jsonl, naming what
+was measured on what, its setting (SETTINGS, docs/design.md), accuracy, sizes, MACs, latency.
+Recording a KEY again replaces its row; writes are atomic and locked. The report runner stages
+a run in $LABKIT_STAGE and :func:`adopt` swaps its rows in when it succeeded."""
 import datetime as _dt
 import fcntl
 import json
@@ -18,36 +13,27 @@ from . import config, train
 from . import metrics as _metrics
 from .io import atomic_write_text
 
-# what a row's model was asked for: target_sparsity (fraction of zero weights), size_fraction
-# (fraction of the dense params), channel_ratio (fraction of channels removed a layer), lam
-# (SSS lambda), compression (8: 8x fewer nonzero weights); a row names at least one
 SETTINGS = ("target_sparsity", "size_fraction", "channel_ratio", "lam", "compression")
 KEY = ("lab", "method", "model", "seed") + SETTINGS
 STAGE_ENV = "LABKIT_STAGE"
 
-
 def folder_for(profile: str) -> Path:
-    """Where a `profile` notebook writes results.jsonl and figures/: reports/<profile>/, or
-    the runner's staging folder $LABKIT_STAGE when that lies directly in it."""
-    if profile not in config.PROFILES:
-        raise ValueError(f"profile={profile!r} is not one of {config.PROFILES}")
+    """Where a `profile` notebook writes results.jsonl and figures/: reports/<profile>/, or the
+    runner's staging folder $LABKIT_STAGE when that lies directly in it."""
+    config.check_choice("profile", profile, config.PROFILES)
     folder, stage = config.reports_root() / profile, os.environ.get(STAGE_ENV)
     return Path(stage) if stage and Path(stage).resolve().parent == folder.resolve() else folder
 
-
 def path_for(profile: str) -> Path:
-    """The results file of `profile` (in folder_for(profile))."""
+    """The results file of `profile`."""
     return folder_for(profile) / "results.jsonl"
 
-
 def load(path: Path | str) -> list[dict]:
-    """All rows of a results file ([] when there is none); ValueError naming the file and
-    line number of a corrupt line."""
+    """All rows of a results file ([] when there is none); ValueError naming a corrupt line."""
     path = Path(path)
-    if not path.exists():
-        return []
+    lines = path.read_text().splitlines() if path.exists() else []
     rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -59,24 +45,20 @@ def load(path: Path | str) -> list[dict]:
         rows.append(row)
     return rows
 
-
 def _clean(v):
-    """JSON-safe values: floats that are NaN/inf become None; tensors become numbers."""
+    """A JSON-safe value: a 0-d tensor becomes a number, NaN/inf None, a tuple a list."""
     if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):
         return None
-    if isinstance(v, (tuple, list)):
-        return [_clean(x) for x in v]
-    return v
-
+    return [_clean(x) for x in v] if isinstance(v, (tuple, list)) else v
 
 def record(cfg, data, *, method: str, model: str, accuracy: float, metrics: dict,
            accuracy_official: float | None = None, path: Path | str | None = None,
            **fields) -> dict:
-    """Add (or replace) and return the row of one model: accuracy on data.test (a fraction),
-    accuracy_official exactly when data has an official split, metrics (metrics.measure's
-    dict), fields: at least one of SETTINGS (finite numbers; the others None) and any extras."""
+    """Add (or replace) and return the row of one model. accuracy: on data.test (a fraction);
+    accuracy_official: exactly when data has an official split; metrics: metrics.measure's
+    dict; fields: at least one of SETTINGS (finite numbers; the others None), any extras."""
     for name, value in (("accuracy", accuracy), ("accuracy_official", accuracy_official)):
         if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
             raise ValueError(f"{name}={value!r} must be a fraction in [0, 1]")
@@ -106,13 +88,11 @@ def record(cfg, data, *, method: str, model: str, accuracy: float, metrics: dict
     _rewrite(path, lambda rows: [r for r in rows if _key(r) != _key(row)] + [row])
     return row
 
-
 def measure(cfg, net, *, method: str, model: str, reference=None, timing: bool = True,
             accuracy: float | None = None, accuracy_official: float | None = None,
             options: dict | None = None, **fields) -> dict:
-    """THE way a notebook records a row: accuracy on cfg.data.test and on cfg.data.official
-    (when it has one), each measured on `net` as it is unless given, metrics.measure(net,
-    cfg.data.shape, reference, timing, **options), then record."""
+    """THE way a notebook records a row: `net`'s accuracy on cfg.data.test and .official (each
+    measured unless given), metrics.measure(net, shape, reference, timing, **options); record."""
     data = cfg.data
     if accuracy is None:
         accuracy = train.evaluate(net, data)
@@ -122,10 +102,9 @@ def measure(cfg, net, *, method: str, model: str, reference=None, timing: bool =
     return record(cfg, data, method=method, model=model, accuracy=accuracy,
                   accuracy_official=accuracy_official, metrics=m, **fields)
 
-
 def _rewrite(path: Path, change) -> list[dict]:
-    """Replace the rows of `path` by change(rows), atomically, under a file lock
-    (notebooks may run side by side). Returns the old rows."""
+    """Replace the rows of `path` by change(rows) atomically under a file lock (notebooks may
+    run side by side); returns the old rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -133,35 +112,29 @@ def _rewrite(path: Path, change) -> list[dict]:
         atomic_write_text(_lines(change(old)), path)
     return old
 
-
 def _lines(rows: list[dict]) -> str:
-    """The text of a results file holding `rows`."""
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-
 
 def _key(row: dict) -> tuple:
     """The row's KEY values: rows with equal keys replace each other."""
     return tuple(row.get(k) for k in KEY)
 
-
 def stage(path: Path | str, lab: str, staged: Path | str) -> list[dict]:
-    """Start a staged run of `lab`: write the rows of `path` less `lab`'s to `staged` and
-    return them (the base :func:`adopt` compares the run's rows against)."""
+    """Start a staged run of `lab`: write the rows of `path` less `lab`'s to `staged`; returns
+    them (the base :func:`adopt` compares the run's rows against)."""
     base = [r for r in load(path) if r.get("lab") != lab]
     atomic_write_text(_lines(base), staged)
     return base
 
-
 def adopt(path: Path | str, lab: str, staged: Path | str, base: list[dict]) -> int:
-    """Swap a successful staged run's rows into `path` (locked): the rows of `staged` not in
-    `base` replace every row of `lab` and any row with their key; returns how many of lab's went."""
+    """Swap a successful staged run's rows into `path`: the rows of `staged` not in `base`
+    replace every row of `lab` and any row with their key; returns how many of lab's went."""
     before = {json.dumps(r, sort_keys=True) for r in base}
     new = [r for r in load(staged) if json.dumps(r, sort_keys=True) not in before]
     keys = {_key(r) for r in new}
     old = _rewrite(Path(path), lambda rows: [r for r in rows if r.get("lab") != lab
                                              and _key(r) not in keys] + new)
     return sum(r.get("lab") == lab for r in old)
-
 
 def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> str:
     """A Markdown table of `columns` from `rows` (formats: {column: format spec}; None: '-')."""
@@ -170,7 +143,6 @@ def table(rows: list[dict], columns: list[str], formats: dict | None = None) -> 
     lines += ["| " + " | ".join("-" if r.get(c) is None else format(r[c], formats.get(c, ""))
                                 for c in columns) + " |" for r in rows]
     return "\n".join(lines)
-
 
 def aggregate(rows: list[dict], by=None, fields=("accuracy",)) -> list[dict]:
     """One row per distinct `by` value (first-seen order; None: KEY but seed, missing = None):
@@ -203,30 +175,26 @@ def aggregate(rows: list[dict], by=None, fields=("accuracy",)) -> list[dict]:
         out.append(agg)
     return out
 
-
 def frontier(rows: list[dict], cost: str, accuracy: str = "accuracy_mean") -> list[dict]:
-    """The rows on the Pareto frontier of (cost, accuracy) (metrics.pareto_front), sorted
-    by cost; rows whose cost or accuracy is None are left out."""
+    """The rows on the Pareto frontier of (cost, accuracy), by cost; None costs or accuracies
+    are left out."""
     for i, r in enumerate(rows):
         if cost not in r or accuracy not in r:
             raise ValueError(f"row {i} lacks {cost!r} or {accuracy!r} (it has {sorted(r)})")
     usable = [r for r in rows if r[cost] is not None and r[accuracy] is not None]
     return [usable[i] for i in _metrics.pareto_front([(r[cost], r[accuracy]) for r in usable])]
 
-
 def finding(claim: str, holds: bool, measured: str) -> bool:
-    """Print whether a study's finding `holds` in this run, with what was `measured`
-    (a miss shows as plainly as a success); returns holds."""
+    """Print whether a study's finding `holds` in this run, with what was `measured` (a miss
+    shows as plainly as a success); returns holds."""
     print(f"{'HOLDS ' if holds else 'MISSED'} | {claim} | measured: {measured}")
     return bool(holds)
-
 
 def pct(fraction: float | None) -> float | None:
     """100 * fraction, None kept (a table shows it as '-')."""
     return None if fraction is None else 100 * fraction
 
-
 def points(fraction: float) -> float:
-    """A difference of accuracies (fractions) in points, rounded to 1e-6 so a limit reads
+    """A difference of accuracies (fractions) in points, rounded to 1e-6 so that a limit reads
     as written (0.9005 - 0.8905 is 1.0 point, not 1.0000000000000009)."""
     return round(100 * fraction, 6)
