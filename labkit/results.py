@@ -102,6 +102,20 @@ def measure(cfg, net, *, method: str, model: str, reference=None, timing: bool =
     return record(cfg, data, method=method, model=model, accuracy=accuracy,
                   accuracy_official=accuracy_official, metrics=m, **fields)
 
+STEP = ("acc_pruned", "drop", "acc_finetuned", "acc_before", "step", "total_epochs", "rewound",
+        "seconds_per_epoch", "images_per_s")   # what a row keeps of a schedule step
+
+def step_rows(cfg, steps: list[dict], nets: list, *, method: str, model: str,
+              **fields) -> list[dict]:
+    """One row per step of a pruning schedule: steps are methods.schedules.run's rows, nets the
+    model after each step; accuracy is the fine-tuned one, target_sparsity the step's."""
+    if len(steps) != len(nets):
+        raise ValueError(f"{len(steps)} steps but {len(nets)} nets: give the model after each step")
+    return [measure(cfg, m, method=method, model=model, timing=cfg.timing,
+                    accuracy=r["acc_finetuned"], target_sparsity=r["sparsity"],
+                    finetune_epochs=r["epochs"], **{k: r[k] for k in STEP}, **fields)
+            for r, m in zip(steps, nets)]
+
 def _rewrite(path: Path, change) -> list[dict]:
     """Replace the rows of `path` by change(rows) atomically under a file lock (notebooks may
     run side by side); returns the old rows."""

@@ -1,6 +1,8 @@
 """Issue 14: CIFAR comparisons are measured on a held-out split where the
 official test set is partial, with the official figure kept beside it in every
 results row; each lab states the study's findings with results.finding."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -118,3 +120,22 @@ def test_results_measure_evaluates_official_unless_given_even_with_a_given_accur
                              target_sparsity=0.0)
     assert row["accuracy"] == 0.5
     assert row["accuracy_official"] == lk.train.evaluate(net, cfg.data, "official")
+
+
+def test_step_rows_records_one_row_per_schedule_step(tmp_env, held):
+    """results.step_rows: a schedule's steps become rows with the fine-tuned accuracy, the
+    step's sparsity as target_sparsity and the step's fields; a missing net is an error."""
+    cfg = _cfg()
+    cfg.data, cfg["timing"] = held.holdout_as_test(), False
+    net, nets = lk.models.build("vgg", width=0.0625), []
+    steps = lk.methods.schedules.run(net, cfg.data, [0.5, 0.75], epochs=0, lr=0.1,
+                                     batch_size=32, evaluate=lambda m: 0.125,
+                                     on_step=lambda m, r: nets.append(copy.deepcopy(m)))
+    rows = lk.results.step_rows(cfg, steps, nets, method="iterative", model="vgg", note="x")
+    assert [r["target_sparsity"] for r in rows] == [0.5, 0.75]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["note"] == "x" for r in rows)
+    assert all(r["accuracy"] == 0.125 and r["acc_pruned"] == 0.125 for r in rows)
+    assert rows[1]["accuracy_official"] == lk.train.evaluate(nets[1], cfg.data, "official")
+    assert len(lk.results.load(lk.results.path_for("smoke"))) == 2
+    with pytest.raises(ValueError, match="2 steps but 1 nets"):
+        lk.results.step_rows(cfg, steps, nets[:1], method="iterative", model="vgg")
