@@ -46,6 +46,15 @@ def check_fraction(name: str, value) -> float:
         raise ValueError(f"{name}={value!r} is outside the allowed range [0, 1)")
     return value
 
+def check_positive(name: str, value, allow_zero: bool = False, what: str = "") -> float:
+    """`value` as a float: a real number (not a bool) > 0 (>= 0 with allow_zero), else a
+    ValueError naming it; `what` ends the message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            value >= 0 if allow_zero else value > 0):
+        raise ValueError(f"{name}={value!r} must be a "
+                         f"{'non-negative' if allow_zero else 'positive'} number{what}")
+    return float(value)
+
 def _path_from_env(var: str, default: Path | None) -> Path | None:
     """An absolute path from $`var` (relative to the project root), else `default`."""
     value = os.environ.get(var)

@@ -5,7 +5,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .config import check_choice
+from .config import check_choice, check_positive
 
 MLP_HIDDEN = (1000, 1000, 500, 200)
 VGG_CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)   # a 2x2 max-pool after every second conv
@@ -14,17 +14,12 @@ def scaled(c: int, width: float) -> int:
     """Channels/units after the width multiplier (at least 1)."""
     return max(1, int(round(c * width)))
 
-def _check_width(width) -> float:
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width={width!r} must be a positive number (1.0 = original size)")
-    return float(width)
-
 class MLP(nn.Sequential):
     """Flatten -> fc1 -> relu -> ... -> fc5: (B, 1, 28, 28) or (B, 784) -> (B, classes).
     `hidden`: the hidden sizes (physically pruned MLPs); else MLP_HIDDEN scaled by `width`."""
     def __init__(self, width: float = 1.0, hidden: tuple | None = None, in_features: int = 784,
                  num_classes: int = 10, bias: bool = False):
-        width = _check_width(width)
+        width = check_positive("width", width, what=" (1.0 = original size)")
         hidden = tuple(scaled(h, width) for h in MLP_HIDDEN) if hidden is None else tuple(hidden)
         sizes = (in_features,) + hidden + (num_classes,)
         layers = [("flatten", nn.Flatten())]
@@ -39,7 +34,7 @@ class VGG(nn.Module):
     def __init__(self, width: float = 1.0, channels: tuple | None = None, num_classes: int = 10,
                  in_channels: int = 3):
         super().__init__()
-        width = _check_width(width)
+        width = check_positive("width", width, what=" (1.0 = original size)")
         if channels is None:
             channels = [scaled(c, width) for c in VGG_CHANNELS]
         self.channels = tuple(channels)
@@ -77,7 +72,7 @@ class ResNet18(nn.Module):
     """ResNet-18 for 32x32 inputs (3x3 stem, no max-pool). x (B, 3, 32, 32) -> (B, classes)."""
     def __init__(self, width: float = 1.0, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
-        width = _check_width(width)
+        width = check_positive("width", width, what=" (1.0 = original size)")
         c = [scaled(v, width) for v in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(in_channels, c[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c[0])

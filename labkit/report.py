@@ -158,8 +158,7 @@ def run(profile: str = "smoke", only: list | None = None, notebooks: Path | None
     """Run the report; returns the exit status (0 when every notebook ran, 1 when one failed,
     128 + signal when stopped); ProfileBusy when another run holds the profile."""
     config.check_choice("profile", profile, config.PROFILES)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout={timeout!r} must be a positive number of seconds per cell")
+    config.check_positive("timeout", timeout, what=" of seconds per cell")
     os.environ.setdefault("LABKIT_REPORTS", str(config.ROOT / "reports"))
     books = find_notebooks(notebooks or NOTEBOOKS, only)
     out_dir = config.reports_root() / profile

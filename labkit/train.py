@@ -162,10 +162,7 @@ def sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: flo
             raise ValueError(f"{where}['params'] must be distinct parameters of the model "
                              f"(got {len(params)}, {len(ids & owned)} distinct of it)")
         for key in GROUP_KEYS:
-            v, sign = group.get(key, 1.0), "positive" if key == "lr_scale" else "non-negative"
-            number = isinstance(v, (int, float)) and not isinstance(v, bool)
-            if not (number and (v > 0 if key == "lr_scale" else v >= 0)):
-                raise ValueError(f"{where}['{key}']={v!r} must be a {sign} number")
+            config.check_positive(f"{where}['{key}']", group.get(key, 1.0), key != "lr_scale")
         if ids & taken:
             raise ValueError(f"{where} repeats a parameter of an earlier group")
         taken |= ids
@@ -198,8 +195,7 @@ def fit(model: nn.Module, data: Data, *, epochs: int, lr: float, batch_size: int
     param_groups: see sgd (lr: lr_at(...) * lr_scale). Raises TrainingDiverged on a NaN loss."""
     config.check_int("epochs", epochs, 0)
     config.check_choice("schedule", schedule, ("linear", "cosine", "constant"))
-    if not lr > 0:
-        raise ValueError(f"lr={lr!r} must be positive")
+    config.check_positive("lr", lr)
     device = data.train.x.device
     model = _prepare(model, device, channels_last)
     check_input(model, data.shape)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .. import sensitivity, train
-from ..config import check_fraction, check_int
+from ..config import check_fraction, check_int, check_positive
 from ..models import MLP, VGG
 from ..prune import channels, magnitude, nm, units
 from ..prune.masks import count_weights
@@ -35,8 +35,7 @@ class Budget:
 
     def __post_init__(self):
         check_int("budget epochs", self.epochs, 0)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"budget lr={self.lr!r} must be a positive number")
+        check_positive("budget lr", self.lr)
         if self.images is not None:
             check_int("budget images", self.images, 1, what="or None: every image")
         check_fraction("budget label_smoothing", self.label_smoothing)

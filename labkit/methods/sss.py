@@ -11,24 +11,16 @@ import torch
 from torch import nn
 
 from .. import train
-from ..config import check_int
+from ..config import check_int, check_positive
 from ..data import Data
 from ..models import VGG
 from ..prune.channels import convs, expand_vgg, shrink_vgg
 
 SCHEDULE = dict(warmup=0.0, schedule="cosine")   # SSS's learning-rate schedule (train.lr_at)
 
-def _check_positive(name: str, value, allow_zero: bool = False) -> float:
-    """`value` as a float, > 0 (>= 0 with allow_zero); ValueError naming it otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            value >= 0 if allow_zero else value > 0):
-        raise ValueError(f"{name}={value!r} must be a "
-                         f"{'non-negative' if allow_zero else 'positive'} number")
-    return float(value)
-
 def soft_threshold(x: torch.Tensor, t: float, nonneg: bool = False) -> torch.Tensor:
     """Proximal operator of t * |x|: sign(x) * max(|x| - t, 0) (nonneg: max(x - t, 0))."""
-    t = _check_positive("threshold t", t, allow_zero=True)
+    t = check_positive("threshold t", t, allow_zero=True)
     return (x - t).clamp_min(0) if nonneg else torch.sign(x) * (x.abs() - t).clamp_min(0)
 
 def factors(model: VGG) -> list[torch.Tensor]:
@@ -55,9 +47,9 @@ def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, 
     """SSS training in place: cross-entropy + lam * sum |gamma|, as train.fit with SCHEDULE,
     plain momentum, the factors in their own group (lr gate_lr, default lr; no momentum or
     weight decay) and the :class:`ProximalStep` hook. Masks are kept. Returns the factors."""
-    lam = _check_positive("lam", lam, allow_zero=True)
-    lr = _check_positive("lr", lr)
-    gate_lr = lr if gate_lr is None else _check_positive("gate_lr", gate_lr)
+    lam = check_positive("lam", lam, allow_zero=True)
+    lr = check_positive("lr", lr)
+    gate_lr = lr if gate_lr is None else check_positive("gate_lr", gate_lr)
     check_int("epochs", epochs, 1)
     if not isinstance(model, VGG):
         raise TypeError(f"SSS here needs a labkit VGG, got {type(model).__name__}")
@@ -73,8 +65,8 @@ def sparse_train(model: VGG, data: Data, *, lam: float, epochs: int, lr: float, 
 def lam_for_shrink(model: VGG, shrink: float, *, steps: int, gate_lr: float) -> float:
     """The lam whose soft-thresholds over `steps` steps of SCHEDULE at factor learning rate
     `gate_lr` sum to `shrink` x the median |factor| (the same meaning at any length)."""
-    shrink = _check_positive("shrink", shrink)
-    gate_lr = _check_positive("gate_lr", gate_lr)
+    shrink = check_positive("shrink", shrink)
+    gate_lr = check_positive("gate_lr", gate_lr)
     check_int("steps", steps, 1)
     median = float(torch.cat([f.abs() for f in factors(model)]).median())
     decay = sum(train.lr_at(t, steps, 1.0, **SCHEDULE) for t in range(steps))
@@ -101,7 +93,7 @@ def recalibrate_bn(model: nn.Module, data: Data, batches: int = 20,
 def plan(factors: list, threshold: float = 0.0, min_channels: int = 1) -> dict[int, torch.Tensor]:
     """{conv: kept channels}: factor > threshold, at least `min_channels` (the largest) per
     conv. factors: [(C_i,)], e.g. |gamma|."""
-    threshold = _check_positive("threshold", threshold, allow_zero=True)
+    threshold = check_positive("threshold", threshold, allow_zero=True)
     check_int("min_channels", min_channels, 1)
     keep = {}
     for i, g in enumerate(factors):
