@@ -34,11 +34,15 @@ def _check_rate(rate) -> float:
                          "the remaining weights pruned per round")
     return float(rate)
 
+def _after(k: int, rate: float) -> float:
+    """Global sparsity after k iterative rounds: 1 - (1 - rate)^k."""
+    return 1 - (1 - rate) ** k
+
 def iterative(rounds: int, rate: float = 0.2) -> list[float]:
     """Global sparsity after each of `rounds` rounds pruning `rate` of the remaining
     weights: 1 - (1 - rate)^k for k = 1..rounds."""
     rounds, rate = check_int("rounds", rounds, 1), _check_rate(rate)
-    return [1 - (1 - rate) ** k for k in range(1, rounds + 1)]
+    return [_after(k, rate) for k in range(1, rounds + 1)]
 
 def rounds_to_reach(sparsity: float, rate: float = 0.2) -> int:
     """Fewest iterative rounds k with 1 - (1 - rate)^k >= `sparsity` (to 1e-9); closed form."""
@@ -50,9 +54,9 @@ def rounds_to_reach(sparsity: float, rate: float = 0.2) -> int:
         raise ValueError(f"rate={rate!r} is too small: 1 - rate rounds to 1, so no number of "
                          f"rounds reaches sparsity={sparsity}")
     k = max(0, math.ceil(math.log(1 - target) / math.log(1 - rate)))
-    while k > 0 and 1 - (1 - rate) ** (k - 1) >= target:  # float rounding: a step or two at most
+    while k > 0 and _after(k - 1, rate) >= target:  # float rounding: a step or two at most
         k -= 1
-    while 1 - (1 - rate) ** k < target:
+    while _after(k, rate) < target:
         k += 1
     return k
 
