@@ -446,3 +446,15 @@ def test_sss_divergence_is_fits_training_diverged():
     with pytest.raises(lk.train.TrainingDiverged, match="nan at epoch 1, step 1"):
         sss.sparse_train(m, tiny_data(n=64), lam=0.1, epochs=1, lr=0.05, batch_size=32,
                          progress=False)
+
+
+def test_round_fine_tune_is_one_epoch_with_a_new_seed_each_round():
+    """greedy.round_fine_tune (lab 04's per-round fine-tune, also lab 05's): round k is
+    train.fine_tune for one epoch at seed + k, so a fresh one replays the same rounds."""
+    data, kw = tiny_data(), dict(lr=0.05, batch_size=32, augment=True, progress=False)
+    ft, again = greedy.round_fine_tune(data, seed=3, **kw), greedy.round_fine_tune(data, seed=3, **kw)
+    ours = [tiny_vgg() for _ in range(4)]
+    ft(ours[0]), ft(ours[1]), again(ours[2])
+    lk.train.fine_tune(ours[3], data, epochs=1, seed=4, **kw)
+    w = [m.backbone.conv0.weight for m in ours]
+    assert torch.equal(w[0], w[2]) and torch.equal(w[1], w[3]) and not torch.equal(w[0], w[1])

@@ -5,6 +5,7 @@ Every step is a physically smaller VGG; ``keep`` maps it to the original's chann
 from __future__ import annotations
 
 import copy
+import itertools
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -12,7 +13,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm  # widgets in Jupyter, text elsewhere
 
-from .. import config
+from .. import config, train
 from ..config import check_choice, check_int
 from ..models import VGG
 from ..prune.channels import expand_vgg, l2_ranking, shrink_vgg
@@ -135,6 +136,14 @@ def greedy_prune(model: VGG, evaluate: Callable, targets, *, by: str = "params",
         bar.set_postfix(ratio=f"{ratio:.3f}", acc=f"{acc:.3f}")
     bar.close()
     return results
+
+def round_fine_tune(data, *, seed: int, **fit_kw) -> Callable:
+    """The per-round fine-tune of a greedy search (greedy_prune's `finetune`): one epoch of
+    train.fine_tune on `data`, with seed, seed + 1, ... in turn (a fresh shuffle and fresh
+    crops each round); fit_kw: lr, batch_size, augment, ..."""
+    seeds = itertools.count(seed)
+    return lambda m: train.fine_tune(m, data, epochs=1, seed=next(seeds), desc="round fine-tune",
+                                     **fit_kw)
 
 def hybrid(result: GreedyResult, sparsity: float) -> VGG:
     """Greedy then magnitude: a copy of the greedy result's VGG, the remaining filters pruned

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
-import itertools
 from math import inf
 from typing import Callable
 
@@ -192,10 +191,9 @@ def _round_fine_tune(ctx: Context) -> Callable | None:
     n = ctx.knobs.get("greedy_round_images")
     if not n:
         return None
-    data, seeds = ctx.data.subset(n, seed=ctx.seed + 1), itertools.count(ctx.seed + 1)
-    kw = {**ctx.budget.fit_kw(len(data.train)), "epochs": 1}
-    return lambda m: train.fine_tune(m, data, **kw, seed=next(seeds), progress=ctx.progress,
-                                     desc="round fine-tune")
+    data = ctx.data.subset(n, seed=ctx.seed + 1)
+    kw = {k: v for k, v in ctx.budget.fit_kw(len(data.train)).items() if k != "epochs"}
+    return greedy.round_fine_tune(data, seed=ctx.seed + 1, progress=ctx.progress, **kw)
 
 def vgg_greedy(dense, c, ctx):
     """Greedy layer-wise filter pruning (lab 04) to params <= dense / c, physically removed."""
