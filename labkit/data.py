@@ -155,15 +155,23 @@ def tensor_hash(*tensors: torch.Tensor) -> str:
     return h.hexdigest()[:16]
 
 def _torchvision(cls, root: Path, where: str, files: list, hint: str) -> list:
-    """[train, test] of torchvision dataset `cls` under root, downloaded when missing."""
-    try:
-        return [cls(str(root), train=train, download=True) for train in (True, False)]
-    except Exception as e:
-        raise FileNotFoundError(
-            f"{cls.__name__} not found (or corrupt) under {where} and it could not be "
-            f"downloaded ({type(e).__name__}). Expected files: {', '.join(files)}. Fetch them on "
-            f"a machine with internet with\n  python -c \"import torchvision; "
-            f"torchvision.datasets.{cls.__name__}('{root}', download=True)\"\nor {hint}.") from e
+    """[train, test] of torchvision dataset `cls` under root, downloaded only when missing
+    (download=True checks every file's md5 a second time, so it is the fallback)."""
+    out = []
+    for train in (True, False):
+        try:
+            out.append(cls(str(root), train=train, download=False))
+        except RuntimeError:
+            try:
+                out.append(cls(str(root), train=train, download=True))
+            except Exception as e:
+                raise FileNotFoundError(
+                    f"{cls.__name__} not found (or corrupt) under {where} and it could not be "
+                    f"downloaded ({type(e).__name__}). Expected files: {', '.join(files)}. "
+                    f"Fetch them on a machine with internet with\n  python -c \"import "
+                    f"torchvision; torchvision.datasets.{cls.__name__}('{root}', "
+                    f"download=True)\"\nor {hint}.") from e
+    return out
 
 def _mnist(root: Path) -> tuple[Split, Split, str]:
     """MNIST from torchvision's layout under root/MNIST/raw; verifies the md5 of the .gz files."""
