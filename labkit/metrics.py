@@ -208,6 +208,11 @@ def compare_latency(models: dict, input_shape: tuple, *, batch: int = 1, rounds:
         models, input_shape, batch=batch, device="cpu", threads=threads, min_run_time=min_run_time,
         channels_last=channels_last, rounds=rounds, compile=compile).items()}
 
+def _prune_linears(model: nn.Module, s: float) -> None:
+    """csr_study's default pruning: per-tensor magnitude to `s` on every Linear."""
+    prune_per_tensor(model, s, layers=[n for n, m in model.named_modules()
+                                       if isinstance(m, nn.Linear)])
+
 def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256),
               prune=None, min_run_time: float = 0.3, threads: int | None = None) -> list[dict]:
     """CPU latency of dense vs CSR (sparse.to_csr) inference of `model` pruned by prune(model, s)
@@ -221,11 +226,8 @@ def csr_study(model: nn.Module, input_shape: tuple, sparsities, batches=(1, 256)
     rows = []
     for s in sparsities:
         dense = copy.deepcopy(base)
-        if s > 0 and prune is not None:
-            prune(dense, s)
-        elif s > 0:
-            prune_per_tensor(dense, s, layers=[n for n, m in dense.named_modules()
-                                               if isinstance(m, nn.Linear)])
+        if s > 0:
+            (prune or _prune_linears)(dense, s)
         small = sparse.to_csr(dense)
         for b in batches:
             d = latency(dense, input_shape, batch=b, threads=threads, min_run_time=min_run_time)
