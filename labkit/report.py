@@ -68,6 +68,25 @@ def keep_failed(stage: Path, out_dir: Path, name: str) -> str:
     to_html(out_dir / f"{name}.FAILED.ipynb")
     return f"{name}.FAILED.ipynb"
 
+def execute(src: Path, stage: Path, out_dir: Path, profile: str, parameters: dict,
+            progress: bool, timeout: float) -> str | None:
+    """Execute `src` with papermill into `stage` (rows under $LABKIT_STAGE; the kernel starts
+    in out_dir and is reaped after); None when it ran, else the error."""
+    os.environ[results.STAGE_ENV] = str(stage)
+    try:
+        pm.execute_notebook(str(src), str(stage / src.name),
+                            parameters=dict(profile=profile, **parameters),
+                            cwd=str(out_dir), progress_bar=progress, kernel_name="python3",
+                            execution_timeout=timeout,
+                            kernel_manager_class=guard.TrackedKernelManager)
+        return None
+    except Exception as e:  # papermill writes the partial notebook before raising
+        text = str(e).strip()
+        return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
+    finally:
+        del os.environ[results.STAGE_ENV]
+        guard.reap_kernels()
+
 def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: bool = True,
             timeout: float = TIMEOUT, stop: guard.Guard | None = None) -> dict:
     """Run `src` staged in out_dir/.<name>.running/ (rows and figures too), then adopt or keep the
@@ -78,22 +97,10 @@ def run_one(src: Path, out_dir: Path, profile: str, parameters: dict, progress: 
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     base = results.stage(out_dir / "results.jsonl", lab, stage / "results.jsonl")
-    t0, error = time.perf_counter(), None
+    t0 = time.perf_counter()
     try:
         with stop.executing():
-            os.environ[results.STAGE_ENV] = str(stage)
-            try:  # the kernel starts in out_dir and is reaped after
-                pm.execute_notebook(str(src), str(stage / src.name),
-                                    parameters=dict(profile=profile, **parameters),
-                                    cwd=str(out_dir), progress_bar=progress, kernel_name="python3",
-                                    execution_timeout=timeout,
-                                    kernel_manager_class=guard.TrackedKernelManager)
-            except Exception as e:  # papermill writes the partial notebook before raising
-                text = str(e).strip()
-                error = f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
-            finally:
-                del os.environ[results.STAGE_ENV]
-                guard.reap_kernels()
+            error = execute(src, stage, out_dir, profile, parameters, progress, timeout)
     except guard.Stopped as e:
         error = f"interrupted by {e}"
     if error is not None and stop.signum is not None:  # the kernel the signal killed
