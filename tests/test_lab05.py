@@ -395,3 +395,16 @@ def test_greedy_round_images_fine_tunes_after_every_round(tiny_pairs):
         paths[n] = res[-1].steps
     assert paths[None] and all(st.acc_tuned is None for st in paths[None])
     assert paths[32] and all(st.acc_tuned is not None for st in paths[32])
+
+
+def test_greedy_min_channels_keeps_every_conv_at_least_that_wide(tiny_pairs):
+    """greedy_min_channels reaches lab 05's greedy search: with it no conv of the 16x VGG is
+    narrower; without it (the default, 1) the same search squeezes a conv below it."""
+    dense, data = tiny_pairs["VGG"]   # width 1/16: convs of 4-32 channels
+    narrowest = {}
+    for floor in (None, 3):
+        knobs = KNOBS if floor is None else {**KNOBS, "greedy_min_channels": floor}
+        ctx = lk.methods.Context(data, lk.methods.Budget(1, 0.01, 32), 0, knobs, (16.0,))
+        small, _ = lk.methods.prune_to("greedy filter (physical)", dense, 16, ctx)
+        narrowest[floor] = min(small.channels)
+    assert narrowest[None] < 3 <= narrowest[3], narrowest

@@ -176,13 +176,14 @@ def vgg_channels(dense, c, ctx):
     return small, dict(reference=dense, structured=True, knob=f, channels=list(small.channels))
 
 def _greedy_path(dense, c, ctx) -> dict:
-    """{round(c, 6): GreedyResult}: one search through every target (and ``hybrid_greedy``)."""
+    """{round(c, 6): GreedyResult}: one search through every target (and ``hybrid_greedy``);
+    no conv below ``greedy_min_channels`` channels."""
     needed = sorted({c, *ctx.targets, ctx.knobs.get("hybrid_greedy", 2.0)})
     key = ("greedy", *(round(x, 6) for x in needed))
     res = ctx.once(key, dense, lambda: greedy.greedy_prune(
         dense, _val_evaluator(ctx, ctx.knobs["greedy_val_images"]), [1 / x for x in needed],
         by="params", step=ctx.knobs.get("greedy_step", 0.2), progress=ctx.progress,
-        finetune=_round_fine_tune(ctx)))
+        min_channels=ctx.knobs.get("greedy_min_channels", 1), finetune=_round_fine_tune(ctx)))
     return {round(1 / r.target, 6): r for r in res}
 
 def _round_fine_tune(ctx: Context) -> Callable | None:
