@@ -17,11 +17,10 @@ import time
 import torch
 
 import labkit as lk
+from recipe import BASE   # the recipe, as benchmarks/recipe.py runs it
 
 REFERENCE_S = 110.0                        # the epoch on the AVX2-only EPYC
 LIMITS_MIN = {"cold cache": 90.0, "dense models cached": 45.0}
-RECIPE = dict(batch_size=256, lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
-              warmup=0.1, schedule="linear", label_smoothing=0.2, augment=True)
 
 
 def main() -> None:
@@ -33,7 +32,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = lk.models.build("vgg", width=0.25)
     t0 = time.perf_counter()
-    hist = lk.train.fit(model, data, epochs=args.epochs, seed=0, progress=False, **RECIPE)
+    hist = lk.train.fit(model, data, epochs=args.epochs, seed=0, progress=False, **BASE)
     epoch_s = (time.perf_counter() - t0) / args.epochs
     print(f"{data.describe()}\ndevice {lk.config.device_name(device)}, cpu capability "
           f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, "
@@ -41,8 +40,8 @@ def main() -> None:
     print(f"reference epoch: {epoch_s:.1f} s ({hist.images_per_s():.0f} training images/s), "
           f"{REFERENCE_S / epoch_s:.2f}x the AVX2 machine's {REFERENCE_S:.0f} s")
     for what, limit in LIMITS_MIN.items():
-        print(f"  cpu report limit, {what}: {limit:.0f} min there -> {limit * epoch_s / REFERENCE_S:.1f}"
-              " min here")
+        here = limit * epoch_s / REFERENCE_S
+        print(f"  cpu report limit, {what}: {limit:.0f} min there -> {here:.1f} min here")
 
 
 if __name__ == "__main__":
